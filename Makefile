@@ -1,0 +1,43 @@
+# `make demo` and `make test` do all set-up on a fresh machine with Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Two CPU cores: two test workers; each test process sees one XLA host device
+# unless it asks for more itself.
+PYTEST_WORKERS ?= 2
+WORKDIR ?= workdirs/demo
+
+.PHONY: install demo test test-slow benchmarks constraints clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) experiments/train.py --config=configs/demo.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow --durations=15 tests
+
+benchmarks: $(STAMP)
+	$(PY) benchmarks/trainer.py
+
+# Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
+constraints:
+	rm -rf /tmp/effcomp-pin && $(PYTHON) -m venv /tmp/effcomp-pin
+	/tmp/effcomp-pin/bin/pip install --quiet --upgrade pip
+	/tmp/effcomp-pin/bin/pip install --quiet -e '.[test]'
+	(echo '# Exact versions verified together on Python 3.11 (CPU), used as `pip install -c constraints.txt`.'; \
+	 echo '# Regenerate with `make constraints` after changing setup.cfg.'; \
+	 /tmp/effcomp-pin/bin/pip freeze --exclude-editable) > constraints.txt
+
+clean:
+	rm -rf $(VENV) workdirs .pytest_cache

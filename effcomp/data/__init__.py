@@ -1,0 +1,1 @@
+"""TFDS builders for effcomp's datasets; read them through `effcomp.data.sources`."""

@@ -1,0 +1,52 @@
+"""A small VGG-style CNN (conv–BN–ReLU blocks, pooling) with shardable weights.
+
+The image classifier the demo and trainer tests use; BatchNorm makes it exercise
+mutable model state (`batch_stats`) through the trainer.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from effcomp.models.mlp import dense
+from effcomp.registry import MODELS
+
+
+def conv(features: int, dtype, name: str) -> nn.Conv:
+  return nn.Conv(
+      features, (3, 3), use_bias=False, dtype=dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(
+          nn.initializers.kaiming_normal(), ("height", "width", "conv_in", "conv_out")))
+
+
+def batch_norm(train: bool, dtype, name: str) -> nn.BatchNorm:
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, dtype=dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+@MODELS.register("cnn")
+class CNN(nn.Module):
+  """Stages of `convs_per_stage` × (conv3×3 → BN → ReLU), 2×2 max-pool between stages,
+  global average pool, Dense head.
+
+  x: [batch, height, width, channels] (uint8 or float) → logits [batch, num_classes].
+  """
+  num_classes: int = 10
+  widths: Sequence[int] = (32, 64)
+  convs_per_stage: int = 1
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    for s, w in enumerate(self.widths):
+      if s:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      for c in range(self.convs_per_stage):
+        x = conv(w, self.dtype, f"conv_{s}_{c}")(x)
+        x = nn.relu(batch_norm(train, self.dtype, f"bn_{s}_{c}")(x))
+    x = jnp.mean(x, axis=(1, 2))
+    return dense(self.num_classes, "embed", "classes", self.dtype, name="head")(x).astype(jnp.float32)

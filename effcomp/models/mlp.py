@@ -1,0 +1,35 @@
+"""A multi-layer perceptron classifier with logically named (shardable) weights."""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from effcomp.registry import MODELS
+
+
+def dense(features: int, in_axis: str, out_axis: str, dtype, name: str | None = None) -> nn.Dense:
+  """`nn.Dense` whose kernel is [in_axis, out_axis] and bias [out_axis] for sharding."""
+  return nn.Dense(
+      features, dtype=dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (in_axis, out_axis)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)))
+
+
+@MODELS.register("mlp")
+class MLP(nn.Module):
+  """Flatten → [Dense(width) → ReLU] × depth → Dense(num_classes).
+
+  x: [batch, ...] → logits [batch, num_classes] (float32).
+  """
+  num_classes: int = 10
+  widths: Sequence[int] = (256, 256)
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.reshape((x.shape[0], -1)).astype(self.dtype)
+    for i, w in enumerate(self.widths):
+      x = nn.relu(dense(w, "embed", "mlp", self.dtype, name=f"hidden_{i}")(x))
+    logits = dense(self.num_classes, "mlp", "classes", self.dtype, name="head")(x)
+    return logits.astype(jnp.float32)

@@ -1,0 +1,44 @@
+"""Name → constructor registries, so a config names its model and task by string.
+
+Follows big_vision's "models looked up by name" pattern. Unknown names fail with a
+one-line `ValueError` listing the valid choices.
+"""
+
+from typing import Any, Callable, Dict, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+  """A mapping from names to constructors, filled by the `register` decorator."""
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: Dict[str, T] = {}
+
+  def register(self, name: str) -> Callable[[T], T]:
+    def decorator(obj: T) -> T:
+      if name in self._entries:
+        raise ValueError(f"{self.kind} {name!r} is registered twice")
+      self._entries[name] = obj
+      return obj
+    return decorator
+
+  def get(self, name: str) -> T:
+    if name not in self._entries:
+      raise ValueError(
+          f"unknown {self.kind} {name!r}; valid choices: {', '.join(sorted(self._entries))}")
+    return self._entries[name]
+
+  def names(self) -> list:
+    return sorted(self._entries)
+
+  def __contains__(self, name: Any) -> bool:
+    return name in self._entries
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(sorted(self._entries))
+
+
+MODELS: Registry = Registry("model")
+TASKS: Registry = Registry("task")

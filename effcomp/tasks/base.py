@@ -1,0 +1,55 @@
+"""The contract between a task and the trainer.
+
+A task is a model plus four pure functions and its data. The trainer owns everything
+else (mesh, sharding, optimizer, checkpoints, metrics, the loop); no paper writes a
+loop of its own, and distillation is a task whose `loss_fn` uses the frozen teacher.
+"""
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Tuple, Type
+
+import flax.linen as nn
+import jax
+from clu import metrics as clu_metrics
+
+Batch = Dict[str, Any]
+Variables = Dict[str, Any]
+
+
+# loss_fn(params, model_state, batch, rng, teacher_variables)
+#   -> (loss, (new_model_state, {name: scalar}))
+LossFn = Callable[[Any, Any, Batch, jax.Array, Optional[Variables]],
+                  Tuple[jax.Array, Tuple[Any, Dict[str, jax.Array]]]]
+# eval_fn(params, model_state, batch) -> clu Collection (masked by batch['mask'])
+EvalFn = Callable[[Any, Any, Batch], clu_metrics.Collection]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Everything task-specific the trainer needs.
+
+  Attributes:
+    model: the Flax module being trained.
+    init_fn: `(rng, batch) -> variables` ({'params': ..., other collections}).
+    loss_fn: see `LossFn`; `model_state` is every non-'params' collection.
+    eval_fn: see `EvalFn`.
+    eval_metrics: the clu `Collection` type `eval_fn` returns (for an empty start).
+    train_source / eval_source: random-access sources (`len`, `__getitem__`).
+    train_transform: `(example, np.random.Generator) -> example` (augmentation).
+    eval_transform: `example -> example`.
+    summary_metric: the eval metric the run summary reports (e.g. 'accuracy').
+    teacher_init_fn: for distillation, `(rng, batch) -> variables` of the frozen
+      teacher; the trainer restores them from `config.teacher.workdir` and passes them
+      to every `loss_fn` call as `teacher_variables` (never updated).
+  """
+  model: nn.Module
+  init_fn: Callable[[jax.Array, Batch], Variables]
+  loss_fn: LossFn
+  eval_fn: EvalFn
+  eval_metrics: Type[clu_metrics.Collection]
+  train_source: Any
+  eval_source: Any
+  train_transform: Optional[Callable] = None
+  eval_transform: Optional[Callable] = None
+  summary_metric: str = "loss"
+  teacher_init_fn: Optional[Callable[[jax.Array, Batch], Variables]] = None

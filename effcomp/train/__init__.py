@@ -1,0 +1,1 @@
+"""The one trainer: mesh and sharding, train state, optimizer, checkpoints, metrics."""

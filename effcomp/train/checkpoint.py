@@ -1,0 +1,131 @@
+"""Checkpoints with orbax: train state + data-iterator state, saved atomically.
+
+orbax writes each step into a temporary directory and renames it when complete, so a
+killed run never leaves a half-written step that looks finished, and the last good
+step is never overwritten. The data iterator's state is saved with grain's orbax
+handler (one file per process), so resuming continues the exact data stream.
+
+A step that cannot be read is a `CorruptCheckpointError` naming it; with
+`fallback_to_previous=True` that step is renamed `<step>.corrupt` (kept for
+inspection, never overwritten) and the newest readable step is used instead.
+"""
+
+import json
+import os
+from typing import Any, Optional, Tuple
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint step exists but cannot be restored."""
+
+
+class _IteratorSnapshot:
+  """The iterator's state captured *now*, for grain's handler to write later (async)."""
+
+  def __init__(self, iterator: grain.DatasetIterator):
+    self._state = json.dumps(iterator.get_state(), indent=2).encode()
+
+  def get_state(self) -> bytes:
+    return self._state
+
+
+class Checkpointer:
+  """Saves and restores `(train_state, data_iterator)` under `directory`."""
+
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
+               fallback_to_previous: bool = False):
+    self.directory = epath.Path(directory)
+    self.fallback_to_previous = fallback_to_previous
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data"))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator]) -> bool:
+    """Starts saving `step` (asynchronously if configured); returns whether it saves."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_iterator))
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, abstract_state: Any, data_iterator: Optional[grain.DatasetIterator] = None,
+              step: Optional[int] = None) -> Tuple[Optional[int], Any]:
+    """Restores `step` (default: the latest) into the shardings of `abstract_state`.
+
+    Returns `(step, state)`, or `(None, None)` when there is no checkpoint. The
+    iterator, if given, is set to its saved position in place.
+    """
+    step = self.latest_step() if step is None else step
+    while step is not None:
+      try:
+        return step, self._restore_step(step, abstract_state, data_iterator)
+      except Exception as e:  # orbax/tensorstore raise many types for unreadable files.
+        path = self.directory / str(step)
+        message = (f"checkpoint step {step} in {self.directory} cannot be restored "
+                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        if not self.fallback_to_previous:
+          raise CorruptCheckpointError(
+              message + "; it is left untouched. Set --config.checkpoint.fallback_to_previous=True "
+              "to resume from the newest readable earlier step.") from e
+        logging.warning("%s; renaming it to %s.corrupt and trying an earlier step", message, path)
+        self._quarantine(path)
+        step = self.latest_step()
+    return None, None
+
+  def _restore_step(self, step, abstract_state, data_iterator):
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+  def _quarantine(self, path: epath.Path) -> None:
+    if jax.process_index() == 0 and path.exists():
+      os.replace(path, f"{path}.corrupt")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"quarantine {path}")
+    self._manager.reload()
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are committed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def restore_variables(workdir: str, abstract_variables: Any) -> Any:
+  """The newest `params` and model state of the run in `workdir` (e.g. a teacher).
+
+  `abstract_variables` is `{'params': ..., <collection>: ...}` of `jax.ShapeDtypeStruct`s
+  with the shardings to restore into; optimizer state and the rest are not read.
+  """
+  directory = epath.Path(workdir) / "checkpoints"
+  if not directory.exists():
+    raise FileNotFoundError(f"config.teacher.workdir={workdir!r}: no checkpoints in {directory}")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                  item_names=("state", "data"))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.teacher.workdir={workdir!r}: {directory} holds no checkpoint")
+  params = abstract_variables["params"]
+  model_state = {k: v for k, v in abstract_variables.items() if k != "params"}
+  target = {"params": params, "model_state": model_state}
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(
+          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True)))["state"]
+  manager.close()
+  return {"params": restored["params"], **restored["model_state"]}

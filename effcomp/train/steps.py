@@ -1,0 +1,81 @@
+"""The pure train and eval step functions the trainer jits."""
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from effcomp.tasks.base import Task
+from effcomp.train.state import TrainState
+
+
+def _split_microbatches(batch: Any, n: int) -> Any:
+  """[B, ...] → [n, B/n, ...], micro-batch i holding rows i, i+n, … (device-local rows)."""
+  def split(x):
+    x = x.reshape((x.shape[0] // n, n) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(task: Task, tx: optax.GradientTransformation, *, grad_accum_steps: int = 1,
+                    ema_decay: float = 0.0) -> Callable:
+  """`train_step(state, batch, teacher_variables) -> (state, metrics)`.
+
+  Gradients are averaged over `grad_accum_steps` micro-batches (a `lax.scan`, so
+  memory is that of one micro-batch). If the loss or the gradient norm is not finite
+  the update is dropped — params, optimizer, model state and EMA keep their values —
+  and `metrics['finite']` is 0; the trainer then stops or goes on as configured.
+  """
+  grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+
+  def gradients(state: TrainState, batch, rng, teacher):
+    if grad_accum_steps == 1:
+      (loss, (model_state, metrics)), grads = grad_fn(
+          state.params, state.model_state, batch, rng, teacher)
+      return loss, model_state, metrics, grads
+
+    def body(carry, xs):
+      grad_sum, model_state = carry
+      micro, i = xs
+      (loss, (model_state, metrics)), grads = grad_fn(
+          state.params, model_state, micro, jax.random.fold_in(rng, i), teacher)
+      return (jax.tree.map(jnp.add, grad_sum, grads), model_state), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grad_sum, model_state), (losses, metrics) = jax.lax.scan(
+        body, (zeros, state.model_state),
+        (_split_microbatches(batch, grad_accum_steps), jnp.arange(grad_accum_steps)))
+    grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+    return jnp.mean(losses), model_state, jax.tree.map(jnp.mean, metrics), grads
+
+  def train_step(state: TrainState, batch: Dict[str, jax.Array],
+                 teacher: Optional[Any] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    loss, model_state, metrics, grads = gradients(state, batch, rng, teacher)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema is not None:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        model_state=keep(model_state, state.model_state),
+        opt_state=keep(opt_state, state.opt_state), ema_params=keep(ema, state.ema_params),
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
+               "finite": finite.astype(jnp.float32)}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(task: Task, *, use_ema: bool = False) -> Callable:
+  """`eval_step(state, batch) -> clu Collection` for one masked batch."""
+  def eval_step(state: TrainState, batch):
+    params = state.ema_params if use_ema else state.params
+    return task.eval_fn(params, state.model_state, batch)
+  return eval_step

@@ -1,0 +1,281 @@
+"""The one training loop every effcomp task runs through.
+
+`train_and_evaluate(config, workdir)` builds the mesh, the task and the sharded state,
+resumes from the newest checkpoint in `workdir`, trains with a progress bar, logs to
+TensorBoard and `metrics.jsonl`, evaluates, checkpoints, and on the way out plots the
+curves and returns a summary. The structure follows the flax examples'
+`train.train_and_evaluate`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from effcomp import config as config_lib
+from effcomp import models
+from effcomp import tasks as _tasks  # noqa: F401  (registration)
+from effcomp.data import pipeline, sources
+from effcomp.registry import TASKS
+from effcomp.tasks.base import Task
+from effcomp.train import checkpoint as checkpoint_lib
+from effcomp.train import metrics_writer, optim, preemption, run_info
+from effcomp.train import sharding as sharding_lib
+from effcomp.train import state as state_lib
+from effcomp.train import steps as steps_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or gradient became NaN/inf and `config.train.nonfinite == 'stop'`."""
+
+
+@dataclasses.dataclass
+class Experiment:
+  """A configured, initialized run: everything but the loop."""
+  config: ml_collections.ConfigDict
+  mesh: Mesh
+  task: Task
+  state: state_lib.TrainState
+  state_shardings: Any
+  abstract_state: Any
+  schedule: Any
+  train_step: Any
+  eval_step: Any
+  teacher_variables: Optional[Any]
+
+
+def _build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
+  kwargs = {k: v for k, v in model_config.items() if k != "name"}
+  cls = models.MODELS.get(model_config.name)
+  if "dtype" in {f.name for f in dataclasses.fields(cls)}:
+    kwargs.setdefault("dtype", compute_dtype)
+  return models.build(model_config.name, **kwargs)
+
+
+def _init_batch(task: Task) -> Dict[str, np.ndarray]:
+  """One preprocessed example as a batch of 1 (only shapes matter for init)."""
+  example = task.eval_transform(task.eval_source[0]) if task.eval_transform else task.eval_source[0]
+  return {k: np.asarray(v)[None] for k, v in example.items()}
+
+
+def setup(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates `config` and builds mesh, task, sharded state and jitted steps."""
+  config_lib.validate(config)
+  mesh = sharding_lib.create_mesh(config.mesh)
+  shards = sharding_lib.num_batch_shards(mesh)
+  for name, size in (("train.batch_size", config.train.batch_size // config.train.grad_accum_steps),
+                     ("eval.batch_size", config.eval.batch_size)):
+    if size % shards:
+      raise ValueError(f"config.{name} (per micro-batch: {size}) is not divisible by the "
+                       f"{shards} batch shards of mesh {dict(mesh.shape)}")
+  model = _build_model(config.model, config.train.compute_dtype)
+  teacher_model = (_build_model(config.teacher.model, config.train.compute_dtype)
+                   if config.teacher.workdir else None)
+  d = config.data
+  train_source = sources.get_source(d.name, d.train_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
+  eval_source = sources.get_source(d.name, d.eval_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
+  task = TASKS.get(config.task.name)(config, model, train_source, eval_source,
+                                     teacher_model=teacher_model)
+  tx, schedule = optim.create_optimizer(config.optimizer, config.train.steps)
+  batch = _init_batch(task)
+  state, shardings, abstract = state_lib.create(
+      task.init_fn, tx, batch, config.seed, mesh, use_ema=config.train.ema_decay > 0)
+
+  teacher_variables, teacher_shardings = None, None
+  if teacher_model is not None:
+    target = state_lib.abstract_variables(task.teacher_init_fn, batch, mesh)
+    teacher_variables = checkpoint_lib.restore_variables(config.teacher.workdir, target)
+    teacher_shardings = jax.tree.map(lambda x: x.sharding, target)
+
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+  train_step = jax.jit(
+      steps_lib.make_train_step(task, tx, grad_accum_steps=config.train.grad_accum_steps,
+                                ema_decay=config.train.ema_decay),
+      in_shardings=(shardings, batch_sharding, teacher_shardings),
+      out_shardings=(shardings, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(steps_lib.make_eval_step(task, use_ema=config.eval.use_ema),
+                      in_shardings=(shardings, batch_sharding), out_shardings=replicated)
+  return Experiment(config, mesh, task, state, shardings, abstract, schedule, train_step,
+                    eval_step, teacher_variables)
+
+
+def evaluate(exp: Experiment, state: state_lib.TrainState) -> Dict[str, float]:
+  """The task's eval metrics over the whole eval split (each example once)."""
+  total = None
+  for batch in pipeline.eval_batches(
+      exp.task.eval_source, global_batch_size=exp.config.eval.batch_size,
+      transform=exp.task.eval_transform, process_index=jax.process_index(),
+      process_count=jax.process_count()):
+    metrics = exp.eval_step(state, sharding_lib.global_batch(batch, exp.mesh))
+    total = metrics if total is None else total.merge(metrics)
+  return {k: float(v) for k, v in total.compute().items()}
+
+
+def _train_iterator(exp: Experiment):
+  c = exp.config
+  return pipeline.train_iterator(
+      exp.task.train_source, global_batch_size=c.train.batch_size, seed=c.seed,
+      transform=exp.task.train_transform, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_workers=c.data.num_workers,
+      prefetch=c.data.prefetch)
+
+
+class _IntervalMeans:
+  """Host-side running means of the step metrics between two log points."""
+
+  def __init__(self):
+    self.sums, self.count = {}, 0
+
+  def add(self, metrics: Dict[str, float]) -> None:
+    for k, v in metrics.items():
+      self.sums[k] = self.sums.get(k, 0.0) + v
+    self.count += 1
+
+  def pop(self) -> Dict[str, float]:
+    means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    self.sums, self.count = {}, 0
+    return means
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
+
+  The summary holds the final eval metrics, `steps`, `seconds`, `steps_per_second`,
+  `preempted` and the output paths; process 0 also writes it to `summary.json`.
+  """
+  t_start = time.time()
+  exp = setup(config)
+  c = config
+  is_main = jax.process_index() == 0
+  run_info.write(workdir, config_lib.to_dict(config), dict(exp.mesh.shape))
+  writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=c.checkpoint.keep,
+      async_save=c.checkpoint.async_save, fallback_to_previous=c.checkpoint.fallback_to_previous)
+  train_iter = _train_iterator(exp)
+  start_step, restored = checkpointer.restore(exp.abstract_state, train_iter)
+  state = restored if restored is not None else exp.state
+  start_step = start_step or 0
+  if restored is not None:
+    logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
+  exp.state = None  # `state` is donated to the train step; keep no stale reference.
+
+  interval = _IntervalMeans()
+  eval_metrics: Dict[str, float] = {}
+  preempted = False
+  step = start_step
+  pending = None  # (step, device metrics) fetched one step late to keep the device busy
+  t_interval, steps_in_interval = time.time(), 0
+
+  def drain():
+    """Fetches the pending step's metrics; handles a non-finite loss."""
+    nonlocal pending
+    if pending is None:
+      return
+    s, m = pending
+    pending = None
+    values = {k: float(v) for k, v in jax.device_get(m).items()}
+    if not values.pop("finite"):
+      last = checkpointer.latest_step()
+      message = (f"non-finite loss or gradient at step {s} (loss={values['loss']}); "
+                 f"last good checkpoint: {'none' if last is None else f'step {last}'} in "
+                 f"{checkpointer.directory}")
+      if c.train.nonfinite == "stop":
+        checkpointer.wait()
+        raise NonFiniteLossError(message + ". Set --config.train.nonfinite=skip to skip such steps.")
+      logging.warning("%s; the update was skipped", message)
+      writer.write_scalars(s, {"train/skipped_step": 1.0})
+      return
+    interval.add(values)
+
+  bar = tqdm(total=c.train.steps, initial=start_step, disable=not (is_main and c.train.progress_bar),
+             desc="train", unit="step", dynamic_ncols=True)
+  try:
+    with preemption.PreemptionGuard() as guard:
+      while step < c.train.steps:
+        batch = sharding_lib.global_batch(next(train_iter), exp.mesh)
+        state, metrics = exp.train_step(state, batch, exp.teacher_variables)
+        drain()
+        step += 1
+        steps_in_interval += 1
+        pending = (step, metrics)
+        bar.update(1)
+        is_last = step == c.train.steps
+        stop = guard.reached(step)
+        log_now = step % c.train.log_every == 0 or is_last
+        eval_now = (c.train.eval_every and step % c.train.eval_every == 0) or is_last
+        save_now = step % c.checkpoint.every_steps == 0 or is_last or stop
+        if log_now or eval_now or save_now:
+          drain()  # Never log, evaluate or save past an undetected non-finite step.
+        if log_now and interval.count:
+          now = time.time()
+          scalars = {f"train/{k}": v for k, v in interval.pop().items()}
+          scalars["train/lr"] = float(exp.schedule(step - 1))
+          scalars["train/steps_per_second"] = steps_in_interval / max(now - t_interval, 1e-9)
+          t_interval, steps_in_interval = now, 0
+          writer.write_scalars(step, scalars)
+          bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+        if save_now:
+          checkpointer.save(step, state, train_iter)
+        if eval_now:
+          eval_metrics = evaluate(exp, state)
+          writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+          logging.info("step %d eval %s", step, eval_metrics)
+        if stop and not is_last:
+          logging.warning("Preemption signal: saved step %d, exiting", step)
+          preempted = True
+          break
+    checkpointer.wait()
+  finally:
+    bar.close()
+    checkpointer.close()
+    writer.close()
+
+  seconds = time.time() - t_start
+  summary = {
+      "workdir": os.path.abspath(workdir), "steps": step, "preempted": preempted,
+      "resumed_from": start_step, "seconds": seconds,
+      "steps_per_second": (step - start_step) / seconds,
+      "skipped_steps": int(jax.device_get(state.skipped_steps)),
+      "eval": eval_metrics, "summary_metric": exp.task.summary_metric,
+      "checkpoints": os.path.join(os.path.abspath(workdir), "checkpoints"),
+      "tensorboard": os.path.join(os.path.abspath(workdir), "tensorboard"),
+  }
+  if is_main:
+    summary["curves"] = metrics_writer.plot_curves(
+        writer.jsonl_path, os.path.join(workdir, "curves.png"),
+        title=f"{c.model.name} on {c.data.name}")
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  summary["state"] = state
+  return summary
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: Optional[int] = None) -> Dict[str, Any]:
+  """Restores `step` (default: newest) from `workdir` and evaluates it."""
+  exp = setup(config)
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), fallback_to_previous=config.checkpoint.fallback_to_previous)
+  try:
+    restored_step, state = checkpointer.restore(exp.abstract_state, None, step=step)
+  finally:
+    checkpointer.close()
+  if state is None:
+    raise FileNotFoundError(f"--workdir={workdir!r}: no checkpoint in {checkpointer.directory}")
+  metrics = evaluate(exp, state)
+  result = {"step": restored_step, "eval": metrics, "summary_metric": exp.task.summary_metric}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, f"eval_step{restored_step}.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result

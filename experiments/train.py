@@ -1,0 +1,15 @@
+"""Train any effcomp config.
+
+  python experiments/train.py --config=configs/demo.py --workdir=workdirs/demo \\
+      [--config.train.steps=1000 --config.optimizer.lr=3e-3 ...]
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from effcomp import cli  # noqa: E402
+
+if __name__ == "__main__":
+  cli.train_main()

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests run on the CPU; a test needing N devices starts a subprocess
+with XLA_FLAGS=--xla_force_host_platform_device_count=N (see `run_python`)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One TFDS data_dir per test worker; datasets are built into it on first use."""
+  path = str(tmp_path_factory.getbasetemp() / "tfds")
+  os.environ["EFFCOMP_DATA_DIR"] = path
+  return path
+
+
+def subprocess_env(devices: int = 1, **extra) -> dict:
+  env = dict(os.environ)
+  env.update({"JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
+              "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: bool = True,
+               **env) -> subprocess.CompletedProcess:
+  """Runs `python -c code` (str) or `python *args` (list) with `devices` CPU devices."""
+  args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
+  result = subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(devices, **env),
+                          capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n"
+                         f"stderr:\n{result.stderr[-4000:]}")
+  return result
+
+
+def train_args(workdir: str, config: str = "configs/demo.py", *overrides: str) -> list:
+  return ["experiments/train.py", f"--config={config}", f"--workdir={workdir}",
+          "--config.train.progress_bar=False", *overrides]
