@@ -20,6 +20,7 @@ def get_config(arg=None):
                   "mlp": {"name": "mlp", "num_classes": 10, "widths": (256, 256)}}[a.model]
   config.task = classification.task_defaults()
   config.data.name = "digits"
+  config.data.cache_in_memory = True
   config.train.steps = a.steps
   config.train.batch_size = 64
   config.train.log_every = 25

@@ -32,6 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "test"
   c.data.data_dir = config_dict.placeholder(str)  # None: $EFFCOMP_DATA_DIR or ~/tensorflow_datasets
   c.data.manual_dir = config_dict.placeholder(str)  # for datasets that need files (CIFAR-10, ImageNet)
+  c.data.cache_in_memory = False  # read the splits into host RAM once (small datasets)
   c.data.num_workers = 0  # grain worker processes; 0 reads in the main process
   c.data.prefetch = 2  # host batches prefetched by a grain thread pool
 

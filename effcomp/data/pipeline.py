@@ -1,34 +1,91 @@
-"""grain pipelines: deterministic, process-sharded, checkpointable.
+"""grain pipelines: deterministic, process-sharded, checkpointable, batch-vectorized.
 
-The training stream depends only on the seed and the *global* batch size: step `t`
-always sees the shuffled examples `[t·B, (t+1)·B)`, and process `p` of `P` reads the
-contiguous slice `[p·B/P, (p+1)·B/P)` of it. So a run on 1 device, 8 devices or 2
-processes sees the same global batches, and the iterator's state (grain's own
-`get_state`) is checkpointed with the model.
+The training stream depends only on the seed and the *global* batch size: epoch `e`
+visits the records in the order of a numpy permutation seeded by `(seed, e)`, step `t`
+takes positions `[t·B, (t+1)·B)` of that endless stream, and process `p` of `P` reads
+the contiguous rows `[p·B/P, (p+1)·B/P)` of it. A run on 1 device, 8 devices or 2
+processes therefore sees the same global batches.
+
+Work is done per batch, not per example: one grain element is one batch, read with the
+source's batched `__getitems__` (or a vectorized gather from an in-memory
+`ArraySource`) and transformed by a vectorized `(batch, rng) -> batch` function. grain
+provides the iteration, prefetching threads, optional worker processes, and the
+iterator state (`get_state`/`set_state`) that checkpoints store.
 """
 
-import dataclasses
 import math
-from typing import Any, Callable, Dict, Iterator, Optional
+import sys
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import grain
 import numpy as np
 
-Example = Dict[str, Any]
-Transform = Callable[[Example, np.random.Generator], Example]
+Batch = Dict[str, np.ndarray]
+BatchTransform = Callable[[Batch, np.random.Generator], Batch]
 
 
-@dataclasses.dataclass(frozen=True)
-class _ProcessSlice:
-  """Maps a process-local example index to its index in the global stream."""
-  stream: grain.MapDataset
-  global_batch: int
-  local_batch: int
-  process_index: int
+class ArraySource:
+  """An in-memory source: a dict of equally long arrays, gathered in one numpy op."""
 
-  def __call__(self, i: int) -> Example:
-    step, j = divmod(int(i), self.local_batch)
-    return self.stream[step * self.global_batch + self.process_index * self.local_batch + j]
+  def __init__(self, arrays: Dict[str, np.ndarray]):
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f"arrays: expected equal lengths, got {lengths}")
+    self.arrays = arrays
+
+  @classmethod
+  def from_source(cls, source: Any) -> "ArraySource":
+    """Reads every record of `source` into memory (for datasets that fit in RAM)."""
+    return cls(read_batch(source, np.arange(len(source))))
+
+  def __len__(self) -> int:
+    return len(next(iter(self.arrays.values())))
+
+  def __getitem__(self, i: int) -> Dict[str, Any]:
+    return {k: v[i] for k, v in self.arrays.items()}
+
+  def gather(self, indices: np.ndarray) -> Batch:
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def read_batch(source: Any, indices: Sequence[int]) -> Batch:
+  """`source`'s records at `indices`, stacked into a dict of `[len(indices), ...]` arrays."""
+  if isinstance(source, ArraySource):
+    return source.gather(np.asarray(indices))
+  indices = [int(i) for i in indices]
+  rows = source.__getitems__(indices) if hasattr(source, "__getitems__") else [
+      source[i] for i in indices]
+  return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+
+
+class _TrainBatches:
+  """Step `t` → this process's rows of global batch `t` (see the module docstring)."""
+
+  def __init__(self, source: Any, seed: int, global_batch: int, local_batch: int,
+               process_index: int):
+    self.source, self.seed = source, seed
+    self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
+    self._permutations: Dict[int, np.ndarray] = {}  # the two most recent epochs
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch not in self._permutations:
+      if len(self._permutations) >= 2:
+        self._permutations.pop(min(self._permutations))
+      self._permutations[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
+          len(self.source))
+    return self._permutations[epoch]
+
+  def indices(self, step: int) -> np.ndarray:
+    start = step * self.global_batch + self.process_index * self.local_batch
+    epochs, offsets = np.divmod(np.arange(start, start + self.local_batch), len(self.source))
+    out = np.empty(self.local_batch, np.int64)
+    for epoch in np.unique(epochs):
+      rows = epochs == epoch
+      out[rows] = self._permutation(int(epoch))[offsets[rows]]
+    return out
+
+  def __call__(self, step: int) -> Batch:
+    return read_batch(self.source, self.indices(int(step)))
 
 
 def _local_batch_size(global_batch_size: int, process_count: int, name: str) -> int:
@@ -39,35 +96,33 @@ def _local_batch_size(global_batch_size: int, process_count: int, name: str) -> 
 
 
 def train_iterator(source: Any, *, global_batch_size: int, seed: int,
-                   transform: Optional[Transform] = None,
+                   transform: Optional[BatchTransform] = None,
                    process_index: int = 0, process_count: int = 1,
                    num_workers: int = 0, prefetch: int = 2) -> grain.DatasetIterator:
   """An endless iterator of this process's share of shuffled global batches.
 
   Args:
-    source: random-access data source (`len`, `__getitem__` → dict of arrays).
+    source: random-access source (`len`, `__getitem__`/`__getitems__` → dicts of
+      arrays), e.g. `effcomp.data.sources.get_source(...)` or an `ArraySource`.
     global_batch_size: examples per step over all processes.
-    seed: shuffle and augmentation seed; each epoch is reshuffled.
-    transform: `(example, np.random.Generator) -> example`, e.g. augmentation.
+    seed: shuffling and augmentation seed; every epoch is reshuffled.
+    transform: vectorized `(batch, np.random.Generator) -> batch` (augmentation);
+      the generator is seeded by `seed` and the step, so it is reproducible.
     process_index, process_count: this process's slot (`jax.process_index()` …).
     num_workers: grain worker processes (0 = read in this process).
-    prefetch: batches a thread pool reads ahead (0 = none).
+    prefetch: batches read ahead by a thread pool (0 = none).
 
   Returns:
     A `grain.DatasetIterator` yielding dicts of `[global_batch_size / process_count, ...]`
-    numpy arrays; `get_state()`/`set_state()` make it resumable.
+    arrays; `get_state()`/`set_state()` make it resumable.
   """
   if len(source) == 0:
     raise ValueError("source is empty: nothing to train on")
   local = _local_batch_size(global_batch_size, process_count, "global_batch_size")
-  ds = grain.MapDataset.source(source).seed(seed).shuffle()
+  ds = grain.MapDataset.range(0, sys.maxsize).seed(seed).map(
+      _TrainBatches(source, seed, global_batch_size, local, process_index))
   if transform is not None:
     ds = ds.random_map(transform)
-  ds = ds.repeat()
-  if process_count > 1:
-    ds = grain.MapDataset.range(0, math.ceil(len(ds) / process_count)).map(
-        _ProcessSlice(ds, global_batch_size, local, process_index))
-  ds = ds.batch(local, drop_remainder=True)
   read = grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch)
   it_ds = ds.to_iter_dataset(read)
   if num_workers > 0:
@@ -76,9 +131,9 @@ def train_iterator(source: Any, *, global_batch_size: int, seed: int,
 
 
 def eval_batches(source: Any, *, global_batch_size: int,
-                 transform: Optional[Callable[[Example], Example]] = None,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[Example]:
-  """Every example exactly once, in fixed-size batches with a `mask` field.
+                 transform: Optional[Callable[[Batch], Batch]] = None,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """Every example exactly once, in fixed-size batches with a boolean `mask` field.
 
   Each process yields the same number of `[global_batch_size / process_count, ...]`
   batches; padding rows repeat example 0 and carry `mask == False`, so metrics
@@ -86,15 +141,12 @@ def eval_batches(source: Any, *, global_batch_size: int,
   """
   local = _local_batch_size(global_batch_size, process_count, "eval batch_size")
   n = len(source)
-  num_batches = math.ceil(n / global_batch_size)
-  ds = grain.MapDataset.source(source)
-  if transform is not None:
-    ds = ds.map(transform)
-  for b in range(num_batches):
+  for b in range(math.ceil(n / global_batch_size)):
     start = b * global_batch_size + process_index * local
     indices = np.arange(start, start + local)
     mask = indices < n
-    rows = [ds[int(i) if m else 0] for i, m in zip(indices, mask)]
-    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    batch = read_batch(source, np.where(mask, indices, 0))
+    if transform is not None:
+      batch = transform(batch)
     batch["mask"] = mask
     yield batch

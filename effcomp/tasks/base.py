@@ -35,8 +35,10 @@ class Task:
     eval_fn: see `EvalFn`.
     eval_metrics: the clu `Collection` type `eval_fn` returns (for an empty start).
     train_source / eval_source: random-access sources (`len`, `__getitem__`).
-    train_transform: `(example, np.random.Generator) -> example` (augmentation).
-    eval_transform: `example -> example`.
+    train_transform: vectorized host-side `(batch, np.random.Generator) -> batch`
+      (augmentation); None for none. Batches hold the source's dtypes (uint8
+      images): normalize on the device, in `loss_fn`/`eval_fn`.
+    eval_transform: vectorized `batch -> batch`, or None.
     summary_metric: the eval metric the run summary reports (e.g. 'accuracy').
     teacher_init_fn: for distillation, `(rng, batch) -> variables` of the frozen
       teacher; the trainer restores them from `config.teacher.workdir` and passes them

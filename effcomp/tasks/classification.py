@@ -25,28 +25,24 @@ class EvalMetrics(clu_metrics.Collection):
   accuracy: clu_metrics.Accuracy
 
 
-def _to_float(image: np.ndarray) -> np.ndarray:
-  return image.astype(np.float32) / 255.0
+def images_to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] → float32 [0, 1], on the device (uint8 crosses the host link)."""
+  return images.astype(jnp.float32) / 255.0
 
 
-def _eval_transform(example):
-  return {"image": _to_float(example["image"]), "label": np.int32(example["label"])}
-
-
-def _plain(example, rng: np.random.Generator):
-  del rng
-  return _eval_transform(example)
-
-
-def _flip_crop(example, rng: np.random.Generator, pad: int = 4):
-  """Random horizontal flip and a random crop after `pad`-pixel zero padding (CIFAR recipe)."""
-  image = example["image"]
-  if rng.random() < 0.5:
-    image = image[:, ::-1]
-  h, w = image.shape[:2]
-  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-  y, x = rng.integers(0, 2 * pad + 1, size=2)
-  return _eval_transform({"image": padded[y:y + h, x:x + w], "label": example["label"]})
+def flip_crop(batch, rng: np.random.Generator, pad: int = 4):
+  """Per-example random horizontal flip and a random crop after zero-padding by `pad`
+  (the CIFAR recipe of He et al. 2016), vectorized over `batch['image']` [N, H, W, C]."""
+  images = batch["image"]
+  n, h, w = images.shape[:3]
+  flip = rng.random(n) < 0.5
+  images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  ys, xs = rng.integers(0, 2 * pad + 1, size=(2, n))
+  rows = ys[:, None] + np.arange(h)[None]  # [N, H]
+  cols = xs[:, None] + np.arange(w)[None]  # [N, W]
+  cropped = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  return {**batch, "image": cropped}
 
 
 def distillation_loss(student_logits, teacher_logits, temperature: float):
@@ -79,19 +75,20 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     raise ValueError("config.task.distill_weight > 0 needs a teacher: set config.teacher.workdir")
 
   def init_fn_for(module):
-    return lambda rng, batch: module.init({"params": rng, "dropout": rng}, batch["image"],
-                                          train=False)
+    return lambda rng, batch: module.init({"params": rng, "dropout": rng},
+                                          images_to_float(batch["image"]), train=False)
 
   def loss_fn(params, model_state, batch, rng, teacher_variables):
+    images = images_to_float(batch["image"])
     logits, new_state = model.apply(
-        {"params": params, **model_state}, batch["image"], train=True,
+        {"params": params, **model_state}, images, train=True,
         rngs={"dropout": rng}, mutable=list(model_state))
     labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], logits.shape[-1]),
                                  c.label_smoothing)
     ce = jnp.mean(optax.softmax_cross_entropy(logits, labels))
     loss, metrics = ce, {"cross_entropy": ce}
     if teacher_model is not None and c.distill_weight:
-      teacher_logits = teacher_model.apply(teacher_variables, batch["image"], train=False)
+      teacher_logits = teacher_model.apply(teacher_variables, images, train=False)
       kd = distillation_loss(logits, jax.lax.stop_gradient(teacher_logits), c.distill_temperature)
       loss = (1 - c.distill_weight) * ce + c.distill_weight * kd
       metrics["distillation"] = kd
@@ -99,7 +96,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return loss, (dict(new_state), metrics)
 
   def eval_fn(params, model_state, batch):
-    logits = model.apply({"params": params, **model_state}, batch["image"], train=False)
+    logits = model.apply({"params": params, **model_state}, images_to_float(batch["image"]),
+                         train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return EvalMetrics.single_from_model_output(
         loss=loss, logits=logits, labels=batch["label"], mask=batch["mask"])
@@ -107,6 +105,6 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   return Task(
       model=model, init_fn=init_fn_for(model), loss_fn=loss_fn, eval_fn=eval_fn, eval_metrics=EvalMetrics,
       train_source=train_source, eval_source=eval_source,
-      train_transform=_plain if c.augment == "none" else _flip_crop,
-      eval_transform=_eval_transform, summary_metric="accuracy",
+      train_transform=flip_crop if c.augment == "flip_crop" else None,
+      summary_metric="accuracy",
       teacher_init_fn=init_fn_for(teacher_model) if teacher_model is not None else None)

@@ -55,9 +55,8 @@ def plot_curves(jsonl_path: str, png_path: str, *, title: str = "") -> str:
 
   A resumed run appends to the log; the newest value of each (metric, step) wins.
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A Figure without pyplot: no global backend switch (notebooks keep inline plots).
+  from matplotlib.figure import Figure
 
   series = defaultdict(dict)
   for row in read_jsonl(jsonl_path):
@@ -71,7 +70,8 @@ def plot_curves(jsonl_path: str, png_path: str, *, title: str = "") -> str:
       n for n in panels if n not in ("loss", "accuracy"))
   cols = min(3, max(len(names), 1))
   rows = math.ceil(len(names) / cols) or 1
-  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+  fig = Figure(figsize=(4.5 * cols, 3.2 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax, name in zip(axes.flat, names):
     for key in panels[name]:
       steps = sorted(series[key])
@@ -87,5 +87,4 @@ def plot_curves(jsonl_path: str, png_path: str, *, title: str = "") -> str:
     fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
-  plt.close(fig)
   return png_path

@@ -137,8 +137,12 @@ def num_batch_shards(mesh: Mesh) -> int:
 def global_batch(local_batch: Any, mesh: Mesh) -> Any:
   """Assembles each process's host batch into one globally sharded `jax.Array`."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      local_batch)
+
+  def to_global(x):
+    x = np.asarray(x)
+    x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype))  # int64 → int32 unless jax_enable_x64
+    return jax.make_array_from_process_local_data(sharding, x)
+  return jax.tree.map(to_global, local_batch)
 
 
 def per_device_bytes(tree: Any) -> int:

@@ -62,9 +62,9 @@ def _build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
 
 
 def _init_batch(task: Task) -> Dict[str, np.ndarray]:
-  """One preprocessed example as a batch of 1 (only shapes matter for init)."""
-  example = task.eval_transform(task.eval_source[0]) if task.eval_transform else task.eval_source[0]
-  return {k: np.asarray(v)[None] for k, v in example.items()}
+  """The first eval example as a batch of 1 (only shapes matter for init)."""
+  batch = pipeline.read_batch(task.eval_source, [0])
+  return task.eval_transform(batch) if task.eval_transform else batch
 
 
 def setup(config: ml_collections.ConfigDict) -> Experiment:
@@ -81,8 +81,11 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   teacher_model = (_build_model(config.teacher.model, config.train.compute_dtype)
                    if config.teacher.workdir else None)
   d = config.data
-  train_source = sources.get_source(d.name, d.train_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
-  eval_source = sources.get_source(d.name, d.eval_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
+  train_source, eval_source = (
+      sources.get_source(d.name, split, data_dir=d.data_dir, manual_dir=d.manual_dir)
+      for split in (d.train_split, d.eval_split))
+  if d.cache_in_memory:
+    train_source, eval_source = map(pipeline.ArraySource.from_source, (train_source, eval_source))
   task = TASKS.get(config.task.name)(config, model, train_source, eval_source,
                                      teacher_model=teacher_model)
   tx, schedule = optim.create_optimizer(config.optimizer, config.train.steps)

@@ -1,0 +1,56 @@
+"""Writing benchmark results: `benchmarks/results/<topic>.json` and `docs/results/<topic>.md`.
+
+Every result file records what was measured, the command, the commit, the date and
+the machine. The files are only ever written by the benchmark scripts.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from effcomp.train import run_info  # noqa: E402
+
+
+def machine() -> Dict[str, Any]:
+  import jax
+  return {"host": platform.node(), "cpus": os.cpu_count(), "platform": jax.default_backend(),
+          "devices": [d.device_kind for d in jax.devices()], "python": platform.python_version(),
+          "jax": jax.__version__}
+
+
+def _fmt(v: Any) -> str:
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
+
+
+def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str], *,
+                  title: str, notes: str = "") -> Dict[str, Any]:
+  """Writes the JSON record and the markdown table for `topic`; returns the record."""
+  record = {"topic": topic, "commit": run_info.git_commit(ROOT),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+            "machine": machine(), "rows": rows}
+  os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
+  os.makedirs(os.path.join(ROOT, "docs", "results"), exist_ok=True)
+  with open(os.path.join(ROOT, "benchmarks", "results", f"{topic}.json"), "w") as f:
+    json.dump(record, f, indent=2)
+  m = record["machine"]
+  lines = [f"# {title}", "",
+           f"Written by `{record['command']}` at commit `{record['commit']}` on {record['date']} "
+           f"({m['cpus']} CPUs, {m['platform']}, jax {m['jax']}). Do not edit by hand.", ""]
+  if notes:
+    lines += [notes, ""]
+  lines.append("| " + " | ".join(columns) + " |")
+  lines.append("|" + "---|" * len(columns))
+  for row in rows:
+    lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+  with open(os.path.join(ROOT, "docs", "results", f"{topic}.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return record
