@@ -2,7 +2,8 @@
 
 clu's metric writers import TensorFlow, which effcomp does not install (TFDS and grain
 run without it); `tensorboardX` writes the same TensorBoard event files. Only process 0
-writes; other processes get a writer that does nothing.
+writes; other processes get a writer that does nothing. Files go through `etils.epath`,
+so a `gs://` workdir works where gcsfs and google-cloud-storage are installed.
 """
 
 import json
@@ -12,6 +13,7 @@ from collections import defaultdict
 from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
 
 
 class MetricWriter:
@@ -22,9 +24,9 @@ class MetricWriter:
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     if enabled:
       from tensorboardX import SummaryWriter
-      os.makedirs(workdir, exist_ok=True)
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(self.jsonl_path, "a")
+      self._jsonl = epath.Path(self.jsonl_path).open("a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -46,7 +48,7 @@ class MetricWriter:
 
 
 def read_jsonl(path: str) -> list:
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -86,5 +88,6 @@ def plot_curves(jsonl_path: str, png_path: str, *, title: str = "") -> str:
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  with epath.Path(png_path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=100)
   return png_path

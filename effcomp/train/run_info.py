@@ -10,6 +10,7 @@ import time
 from typing import Any, Dict
 
 import jax
+from etils import epath
 
 PACKAGES = ("effcomp", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
             "tensorflow-datasets", "ml-collections", "clu", "numpy")
@@ -57,8 +58,8 @@ def write(workdir: str, config_dict: Dict[str, Any], mesh_shape: Dict[str, int])
   """Writes `config.json` and appends this launch to `runs.jsonl` (process 0 only)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_dict, f, indent=2, sort_keys=True)
-  with open(os.path.join(workdir, "runs.jsonl"), "a") as f:
+  workdir = epath.Path(workdir)  # local paths and gs:// alike
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
+  with (workdir / "runs.jsonl").open("a") as f:
     f.write(json.dumps(collect(config_dict, mesh_shape)) + "\n")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
@@ -245,21 +246,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     writer.close()
 
   seconds = time.time() - t_start
+  workdir = workdir if "://" in workdir else os.path.abspath(workdir)
   summary = {
-      "workdir": os.path.abspath(workdir), "steps": step, "preempted": preempted,
+      "workdir": workdir, "steps": step, "preempted": preempted,
       "resumed_from": start_step, "seconds": seconds,
       "steps_per_second": (step - start_step) / seconds,
       "skipped_steps": int(jax.device_get(state.skipped_steps)),
       "eval": eval_metrics, "summary_metric": exp.task.summary_metric,
-      "checkpoints": os.path.join(os.path.abspath(workdir), "checkpoints"),
-      "tensorboard": os.path.join(os.path.abspath(workdir), "tensorboard"),
+      "checkpoints": os.path.join(workdir, "checkpoints"),
+      "tensorboard": os.path.join(workdir, "tensorboard"),
   }
   if is_main:
     summary["curves"] = metrics_writer.plot_curves(
         writer.jsonl_path, os.path.join(workdir, "curves.png"),
         title=f"{c.model.name} on {c.data.name}")
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    (epath.Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
   summary["state"] = state
   return summary
 
@@ -279,6 +280,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   metrics = evaluate(exp, state)
   result = {"step": restored_step, "eval": metrics, "summary_metric": exp.task.summary_metric}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f"eval_step{restored_step}.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    (epath.Path(workdir) / f"eval_step{restored_step}.json").write_text(json.dumps(result, indent=2))
   return result
