@@ -31,12 +31,16 @@ def _fmt(v: Any) -> str:
 
 
 def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str], *,
-                  title: str, notes: str = "") -> Dict[str, Any]:
-  """Writes the JSON record and the markdown table for `topic`; returns the record."""
+                  title: str, notes: str = "", extra: Dict[str, Any] | None = None
+                  ) -> Dict[str, Any]:
+  """Writes the JSON record and the markdown table for `topic`; returns the record.
+
+  `extra` adds fields to the JSON record (e.g. the per-seed raw numbers).
+  """
   record = {"topic": topic, "commit": run_info.git_commit(ROOT),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-            "machine": machine(), "rows": rows}
+            "machine": machine(), "rows": rows, **(extra or {})}
   os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
   os.makedirs(os.path.join(ROOT, "docs", "results"), exist_ok=True)
   with open(os.path.join(ROOT, "benchmarks", "results", f"{topic}.json"), "w") as f:

@@ -76,7 +76,7 @@ def hand_written_steps_per_second(steps):
   @jax.jit
   def step(params, model_state, opt_state, batch, rng):
     (loss, (model_state, _)), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
-        params, model_state, batch, rng, None)
+        params, model_state, batch, rng, None, 0)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), model_state, opt_state, loss
 

@@ -37,7 +37,7 @@ def test_gradient_accumulation_equals_one_big_batch():
 def test_sgd_step_matches_hand_computed_update():
   task, tx, state, batch = _setup(lr=0.5)
   new, _ = jax.jit(steps.make_train_step(task, tx))(state, batch)
-  grads = jax.grad(lambda p: task.loss_fn(p, {}, batch, jax.random.PRNGKey(0), None)[0])(state.params)
+  grads = jax.grad(lambda p: task.loss_fn(p, {}, batch, jax.random.PRNGKey(0), None, 0)[0])(state.params)
   expected = jax.tree.map(lambda p, g: p - 0.5 * g, state.params, grads)
   for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
     np.testing.assert_allclose(a, b, rtol=1e-6)

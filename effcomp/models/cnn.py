@@ -13,9 +13,10 @@ from effcomp.models.mlp import dense
 from effcomp.registry import MODELS
 
 
-def conv(features: int, dtype, name: str) -> nn.Conv:
+def conv(features: int, dtype, name: str, kernel_size=(3, 3), strides=(1, 1)) -> nn.Conv:
+  """A bias-free conv with logically named kernel [kh, kw, in, out]."""
   return nn.Conv(
-      features, (3, 3), use_bias=False, dtype=dtype, name=name,
+      features, kernel_size, strides=strides, use_bias=False, dtype=dtype, name=name,
       kernel_init=nn.with_logical_partitioning(
           nn.initializers.kaiming_normal(), ("height", "width", "conv_in", "conv_out")))
 

@@ -16,9 +16,10 @@ Batch = Dict[str, Any]
 Variables = Dict[str, Any]
 
 
-# loss_fn(params, model_state, batch, rng, teacher_variables)
-#   -> (loss, (new_model_state, {name: scalar}))
-LossFn = Callable[[Any, Any, Batch, jax.Array, Optional[Variables]],
+# loss_fn(params, model_state, batch, rng, teacher_variables, step)
+#   -> (loss, (new_model_state, {name: scalar})); `step` (int32 scalar) lets schedules
+#   (e.g. estimator annealing) be functions of the step, never hidden state.
+LossFn = Callable[[Any, Any, Batch, jax.Array, Optional[Variables], jax.Array],
                   Tuple[jax.Array, Tuple[Any, Dict[str, jax.Array]]]]
 # eval_fn(params, model_state, batch) -> clu Collection (masked by batch['mask'])
 EvalFn = Callable[[Any, Any, Batch], clu_metrics.Collection]

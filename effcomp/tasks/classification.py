@@ -1,9 +1,15 @@
 """Image classification: cross-entropy (with optional label smoothing and a frozen
 teacher for knowledge distillation), accuracy and loss as eval metrics.
 
+Models whose `__call__` takes `progress` receive step / train.steps ∈ [0, 1] (binary
+layers anneal their estimators with it). `task.resize > 0` resizes images on the device
+(bilinear), e.g. 8×8 digits to the 16×16/32×32 inputs CIFAR networks expect.
+
 Knowledge distillation follows Hinton et al. 2015, "Distilling the Knowledge in a
 Neural Network": loss = (1 − w)·CE(y, s) + w·T²·KL(softmax(t/T) ‖ softmax(s/T)).
 """
+
+import inspect
 
 import flax
 import jax
@@ -55,7 +61,7 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
 def task_defaults() -> ml_collections.ConfigDict:
   """Fields `config.task` may hold for this task (set them in the config file)."""
   return ml_collections.ConfigDict({
-      "name": "classification", "label_smoothing": 0.0, "augment": "none",
+      "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0,
       "distill_weight": 0.0, "distill_temperature": 4.0})
 
 
@@ -74,15 +80,25 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   if c.distill_weight and teacher_model is None:
     raise ValueError("config.task.distill_weight > 0 needs a teacher: set config.teacher.workdir")
 
-  def init_fn_for(module):
-    return lambda rng, batch: module.init({"params": rng, "dropout": rng},
-                                          images_to_float(batch["image"]), train=False)
-
-  def loss_fn(params, model_state, batch, rng, teacher_variables):
+  def inputs(batch):
     images = images_to_float(batch["image"])
+    if c.resize:
+      n, _, _, ch = images.shape
+      images = jax.image.resize(images, (n, c.resize, c.resize, ch), "bilinear")
+    return images
+
+  def init_fn_for(module):
+    return lambda rng, batch: module.init({"params": rng, "dropout": rng}, inputs(batch),
+                                          train=False)
+
+  takes_progress = "progress" in inspect.signature(type(model).__call__).parameters
+
+  def loss_fn(params, model_state, batch, rng, teacher_variables, step):
+    images = inputs(batch)
+    extra = {"progress": step / config.train.steps} if takes_progress else {}
     logits, new_state = model.apply(
         {"params": params, **model_state}, images, train=True,
-        rngs={"dropout": rng}, mutable=list(model_state))
+        rngs={"dropout": rng}, mutable=list(model_state), **extra)
     labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], logits.shape[-1]),
                                  c.label_smoothing)
     ce = jnp.mean(optax.softmax_cross_entropy(logits, labels))
@@ -96,8 +112,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return loss, (dict(new_state), metrics)
 
   def eval_fn(params, model_state, batch):
-    logits = model.apply({"params": params, **model_state}, images_to_float(batch["image"]),
-                         train=False)
+    logits = model.apply({"params": params, **model_state}, inputs(batch), train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return EvalMetrics.single_from_model_output(
         loss=loss, logits=logits, labels=batch["label"], mask=batch["mask"])

@@ -32,14 +32,14 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, *, grad_accum_
   def gradients(state: TrainState, batch, rng, teacher):
     if grad_accum_steps == 1:
       (loss, (model_state, metrics)), grads = grad_fn(
-          state.params, state.model_state, batch, rng, teacher)
+          state.params, state.model_state, batch, rng, teacher, state.step)
       return loss, model_state, metrics, grads
 
     def body(carry, xs):
       grad_sum, model_state = carry
       micro, i = xs
       (loss, (model_state, metrics)), grads = grad_fn(
-          state.params, model_state, micro, jax.random.fold_in(rng, i), teacher)
+          state.params, model_state, micro, jax.random.fold_in(rng, i), teacher, state.step)
       return (jax.tree.map(jnp.add, grad_sum, grads), model_state), (loss, metrics)
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)

@@ -1,0 +1,1 @@
+"""Quantizers and binarizers: estimators, binary layers, packing."""

@@ -1,0 +1,251 @@
+"""Binarized layers: an ordinary conv/dense + a weight binarizer + an activation binarizer.
+
+Methods (`weight_method` / `act_method`), each from its paper:
+
+| method   | weights w_b                                   | activations a_b                       |
+|----------|-----------------------------------------------|---------------------------------------|
+| bnn      | sign(w), clipped STE                          | sign(a), clipped STE (Hubara 2016)    |
+| xnor     | α·sign(w), α = mean|w| per out-channel, grads  | sign(a), clipped STE (Rastegari 2016; |
+|          | through α (Rastegari 2016, eq. 4)              | the activation scale K is omitted)    |
+| bireal   | α·sign(w), α = mean|w| detached, clipped STE   | sign(a), ApproxSign (Liu 2018, eq. 6–9)|
+|          | (magnitude-aware gradient, Bi-Real eq. 9)      |                                       |
+| reactnet | as bireal (Liu 2020, ReActNet §3)              | RSign: sign(a − θ_c), θ_c learnable   |
+|          |                                               | per channel, ApproxSign (eq. 2)       |
+| adabin   | β = mean(w), α = std(w) per out-channel,       | α_a·sign(a − β_a) + β_a, α_a, β_a     |
+|          | w_b = α·sign((w−β)/α) + β, gradients reach     | learnable per layer (init 1, 0),      |
+|          | α, β; EDE backward (AdaBin eq. 5–8)            | ApproxSign (AdaBin eq. 9–11)          |
+
+AdaBin follows the paper (Tu et al. 2022, "AdaBin: Improving Binary Neural Networks with
+Adaptive Binary Sets") and checks against the official code (huawei-noah/Efficient-Computing,
+BinaryNetworks/AdaBin/cifar10/utils/binarylib.py):
+- weights: same as the code (`BinaryQuantize` = IR-Net EDE, β = mean, α = population std;
+  we add 1e-12 under the square root so constant filters do not divide by zero).
+- activations: the paper's a_b = α_a·sign(a − β_a) + β_a is the default
+  (`adabin_act_form='paper'`). The code computes α_a·(sign((a − β_a)/α_a) + β_a) =
+  α_a·sign(a − β_a) + α_a·β_a, a different centre; `adabin_act_form='official'`
+  reproduces it so released checkpoints import with identical outputs.
+- EDE's (t, k) come from `ede_schedule(progress)` when the caller passes training
+  progress in [0, 1] (the code's `--progressive`); without it the code's fixed
+  t = 0.1, k = 10 are used.
+
+Shapes: conv x [batch, height, width, in] → [batch, h', w', features] (NHWC, HWIO kernel);
+dense x [..., in] → [..., features].
+"""
+
+from typing import Any, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effcomp.quant import estimators
+
+METHODS = ("none", "bnn", "xnor", "bireal", "reactnet", "adabin")
+ADABIN_ACT_FORMS = ("paper", "official")
+_FIXED_EDE = (0.1, 10.0)  # (t, k) of the official AdaBin code when not progressive
+
+
+def _check(method: str, name: str) -> None:
+  if method not in METHODS:
+    raise ValueError(f"{name}={method!r}: expected one of {METHODS}")
+
+
+def _ede_tk(progress):
+  return _FIXED_EDE if progress is None else estimators.ede_schedule(progress)
+
+
+def weight_center_scale(w: jax.Array, method: str, reduce_axes: Sequence[int]
+                        ) -> Tuple[jax.Array, jax.Array]:
+  """(β, α) of `method` per output channel (keepdims over `reduce_axes`); β=0, α=1 for bnn."""
+  _check(method, "weight_method")
+  axes = tuple(reduce_axes)
+  if method == "adabin":
+    beta = jnp.mean(w, axis=axes, keepdims=True)
+    alpha = jnp.sqrt(jnp.mean(jnp.square(w - beta), axis=axes, keepdims=True) + 1e-12)
+    return beta, alpha
+  zeros = jnp.zeros_like(jnp.mean(w, axis=axes, keepdims=True))
+  if method in ("xnor", "bireal", "reactnet"):
+    return zeros, jnp.mean(jnp.abs(w), axis=axes, keepdims=True)
+  return zeros, jnp.ones_like(zeros)
+
+
+def binarize_weight(w: jax.Array, method: str, reduce_axes: Sequence[int],
+                    progress: Optional[jax.Array] = None) -> jax.Array:
+  """The binarized weight w_b = α·s + β of `method` (table above), with its estimator."""
+  _check(method, "weight_method")
+  if method == "none":
+    return w
+  beta, alpha = weight_center_scale(w, method, reduce_axes)
+  if method == "bnn":
+    return estimators.sign_clipped_ste(w)
+  if method == "xnor":
+    return alpha * estimators.sign_clipped_ste(w)
+  if method in ("bireal", "reactnet"):
+    return jax.lax.stop_gradient(alpha) * estimators.sign_clipped_ste(w)
+  t, k = _ede_tk(progress)
+  return alpha * estimators.ede_sign((w - beta) / alpha, t, k) + beta
+
+
+def weight_signs(w: jax.Array, method: str, reduce_axes: Sequence[int]) -> jax.Array:
+  """s ∈ {−1, +1} with w_b = α·s + β (sign(0) = +1), for packing."""
+  beta, alpha = weight_center_scale(w, method, reduce_axes)
+  return jnp.where(w - beta >= 0, 1.0, -1.0).astype(w.dtype)
+
+
+class ActivationBinarizer(nn.Module):
+  """a_b of `method` (table above); owns RSign's θ_c or AdaBin's α_a, β_a.
+
+  x: [..., channels] → same shape.
+  """
+  method: str = "adabin"
+  adabin_act_form: str = "paper"
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self.method, "act_method")
+    if self.adabin_act_form not in ADABIN_ACT_FORMS:
+      raise ValueError(f"adabin_act_form={self.adabin_act_form!r}: expected one of {ADABIN_ACT_FORMS}")
+    if self.method == "none":
+      return x
+    if self.method in ("bnn", "xnor"):
+      return estimators.sign_clipped_ste(x)
+    if self.method == "bireal":
+      return estimators.approx_sign(x)
+    if self.method == "reactnet":
+      theta = self.param("threshold", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+                         (x.shape[-1],), self.param_dtype)
+      return estimators.approx_sign(x - theta.astype(x.dtype))
+    alpha = self.param("alpha", nn.initializers.ones, (), self.param_dtype).astype(x.dtype)
+    beta = self.param("beta", nn.initializers.zeros, (), self.param_dtype).astype(x.dtype)
+    if self.adabin_act_form == "paper":
+      return alpha * estimators.approx_sign(x - beta) + beta
+    return alpha * (estimators.approx_sign((x - beta) / alpha) + beta)
+
+
+def activation_affine(variables: Any, method: str, adabin_act_form: str = "paper"
+                      ) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """(threshold θ, α_a, β_a) with a_b = α_a·sign(x − θ) + β_a, from an
+  `ActivationBinarizer`'s params (for packing)."""
+  if method == "reactnet":
+    return variables["threshold"], jnp.float32(1), jnp.float32(0)
+  if method == "adabin":
+    alpha, beta = variables["alpha"], variables["beta"]
+    return beta, alpha, (beta if adabin_act_form == "paper" else alpha * beta)
+  return jnp.float32(0), jnp.float32(1), jnp.float32(0)
+
+
+class _BinaryLayer(nn.Module):
+  """Shared fields of `BinaryConv` and `BinaryDense`."""
+  features: int
+  weight_method: str = "adabin"
+  act_method: str = "adabin"
+  adabin_act_form: str = "paper"
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.kaiming_normal()
+
+  def _binarize_input(self, x):
+    return ActivationBinarizer(self.act_method, self.adabin_act_form, self.param_dtype,
+                               name="act")(x.astype(self.dtype))
+
+  def _bias(self, y):
+    if not self.use_bias:
+      return y
+    b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.out_axis,)),
+                   (self.features,), self.param_dtype)
+    return y + b.astype(y.dtype)
+
+
+class BinaryConv(_BinaryLayer):
+  """2-D convolution of the binarized input with the binarized kernel.
+
+  Kernel [kh, kw, in, features] with logical axes (height, width, conv_in, conv_out);
+  zero padding acts on the binarized activations (as in every reference code).
+  """
+  kernel_size: Tuple[int, int] = (3, 3)
+  strides: Tuple[int, int] = (1, 1)
+  padding: Any = "SAME"
+  out_axis: str = "conv_out"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, progress: Optional[jax.Array] = None) -> jax.Array:
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(self.kernel_init, ("height", "width", "conv_in", "conv_out")),
+        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    w = binarize_weight(kernel, self.weight_method, (0, 1, 2), progress).astype(self.dtype)
+    y = jax.lax.conv_general_dilated(
+        self._binarize_input(x), w, window_strides=self.strides, padding=self.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return self._bias(y)
+
+
+class BinaryDense(_BinaryLayer):
+  """Dense layer of the binarized input with the binarized kernel [in, features]."""
+  in_axis: str = "embed"
+  out_axis: str = "mlp"
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, progress: Optional[jax.Array] = None) -> jax.Array:
+    kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, (self.in_axis, self.out_axis)),
+                        (x.shape[-1], self.features), self.param_dtype)
+    w = binarize_weight(kernel, self.weight_method, (0,), progress).astype(self.dtype)
+    return self._bias(jnp.dot(self._binarize_input(x), w))
+
+
+class Maxout(nn.Module):
+  """AdaBin's nonlinearity y = p·ReLU(x) − n·ReLU(−x), p, n learnable per channel
+  (init 1 and 0.25; AdaBin eq. 12, binarylib.py `Maxout`). x: [..., channels]."""
+  pos_init: float = 1.0
+  neg_init: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    p = self.param("pos_scale", nn.with_logical_partitioning(nn.initializers.constant(self.pos_init), ("norm",)), (c,))
+    n = self.param("neg_scale", nn.with_logical_partitioning(nn.initializers.constant(self.neg_init), ("norm",)), (c,))
+    return p.astype(x.dtype) * nn.relu(x) - n.astype(x.dtype) * nn.relu(-x)
+
+
+class RPReLU(nn.Module):
+  """ReActNet's y = PReLU(x − γ) + ζ with per-channel γ, ζ (init 0) and slope (init 0.25)
+  (Liu et al. 2020, eq. 3). x: [..., channels]."""
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    names = ("norm",)
+    gamma = self.param("gamma", nn.with_logical_partitioning(nn.initializers.zeros, names), (c,))
+    zeta = self.param("zeta", nn.with_logical_partitioning(nn.initializers.zeros, names), (c,))
+    slope = self.param("slope", nn.with_logical_partitioning(nn.initializers.constant(0.25), names), (c,))
+    y = x - gamma.astype(x.dtype)
+    return jnp.where(y >= 0, y, slope.astype(x.dtype) * y) + zeta.astype(x.dtype)
+
+
+def nonlinearity(method: str) -> nn.Module:
+  """The activation after a binary conv's BatchNorm in each method's reference network:
+  Maxout (AdaBin), RPReLU (ReActNet), identity (Bi-Real), hardtanh (BNN, XNOR-Net),
+  ReLU (full precision, 'none')."""
+  _check(method, "method")
+  return {"adabin": Maxout, "reactnet": RPReLU, "bireal": _Identity, "bnn": _Hardtanh,
+          "xnor": _Hardtanh, "none": _Relu}[method]()
+
+
+class _Identity(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return x
+
+
+class _Relu(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.relu(x)
+
+
+class _Hardtanh(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return jnp.clip(x, -1.0, 1.0)
