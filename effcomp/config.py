@@ -76,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Mesh axes (data, fsdp, tensor); -1 takes the devices the others leave.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
+  # Start from another run's newest params (and model state), e.g. step 2 of a two-step
+  # recipe; used only when this workdir has no checkpoint yet.
+  c.init = ml_collections.ConfigDict({"workdir": ""})
+
   # A frozen teacher for distillation tasks: the workdir of a finished run and its model.
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""

@@ -79,9 +79,11 @@ def test_corrupt_checkpoint_is_an_error_naming_the_step_then_falls_back_if_asked
                 for p in quarantined.rglob("*") if p.is_file()) == before
 
 
-def test_evaluate_checkpoint_matches_the_final_eval(tmp_path, data_dir):
-  summary = trainer.train_and_evaluate(_config(steps=20), str(tmp_path))
-  result = trainer.evaluate_checkpoint(_config(steps=20), str(tmp_path))
+def test_evaluate_checkpoint_matches_the_final_eval(tmp_path, data_dir, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a relative workdir (orbax itself needs absolute paths)
+  summary = trainer.train_and_evaluate(_config(steps=20), "run")
+  result = trainer.evaluate_checkpoint(_config(steps=20), "run")
+  tmp_path = tmp_path / "run"
   assert result["step"] == 20
   np.testing.assert_allclose(result["eval"]["accuracy"], summary["eval"]["accuracy"])
   assert (tmp_path / "eval_step20.json").exists()

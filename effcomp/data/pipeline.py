@@ -48,13 +48,22 @@ class ArraySource:
     return {k: v[indices] for k, v in self.arrays.items()}
 
 
-def read_batch(source: Any, indices: Sequence[int]) -> Batch:
-  """`source`'s records at `indices`, stacked into a dict of `[len(indices), ...]` arrays."""
-  if isinstance(source, ArraySource):
+def read_batch(source: Any, indices: Sequence[int],
+               example_transform: Optional[Callable[[Dict[str, Any], np.random.Generator], Dict[str, Any]]] = None,
+               rng: Optional[np.random.Generator] = None) -> Batch:
+  """`source`'s records at `indices`, stacked into a dict of `[len(indices), ...]` arrays.
+
+  `example_transform(example, rng)` runs on each record before stacking, for records that
+  cannot be stacked as stored (e.g. ImageNet images of different sizes → fixed crops).
+  """
+  if isinstance(source, ArraySource) and example_transform is None:
     return source.gather(np.asarray(indices))
   indices = [int(i) for i in indices]
   rows = source.__getitems__(indices) if hasattr(source, "__getitems__") else [
       source[i] for i in indices]
+  if example_transform is not None:
+    rng = rng or np.random.default_rng(0)
+    rows = [example_transform(r, rng) for r in rows]
   return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
 
 
@@ -62,8 +71,8 @@ class _TrainBatches:
   """Step `t` → this process's rows of global batch `t` (see the module docstring)."""
 
   def __init__(self, source: Any, seed: int, global_batch: int, local_batch: int,
-               process_index: int):
-    self.source, self.seed = source, seed
+               process_index: int, example_transform: Optional[Callable] = None):
+    self.source, self.seed, self.example_transform = source, seed, example_transform
     self.global_batch, self.local_batch, self.process_index = global_batch, local_batch, process_index
     self._permutations: Dict[int, np.ndarray] = {}  # the two most recent epochs
 
@@ -85,7 +94,8 @@ class _TrainBatches:
     return out
 
   def __call__(self, step: int) -> Batch:
-    return read_batch(self.source, self.indices(int(step)))
+    rng = np.random.default_rng([self.seed, int(step), self.process_index, 1])
+    return read_batch(self.source, self.indices(int(step)), self.example_transform, rng)
 
 
 def _local_batch_size(global_batch_size: int, process_count: int, name: str) -> int:
@@ -97,6 +107,7 @@ def _local_batch_size(global_batch_size: int, process_count: int, name: str) -> 
 
 def train_iterator(source: Any, *, global_batch_size: int, seed: int,
                    transform: Optional[BatchTransform] = None,
+                   example_transform: Optional[Callable] = None,
                    process_index: int = 0, process_count: int = 1,
                    num_workers: int = 0, prefetch: int = 2) -> grain.DatasetIterator:
   """An endless iterator of this process's share of shuffled global batches.
@@ -108,6 +119,8 @@ def train_iterator(source: Any, *, global_batch_size: int, seed: int,
     seed: shuffling and augmentation seed; every epoch is reshuffled.
     transform: vectorized `(batch, np.random.Generator) -> batch` (augmentation);
       the generator is seeded by `seed` and the step, so it is reproducible.
+    example_transform: `(example, np.random.Generator) -> example` applied per record
+      before stacking (decode/crop variable-size images), seeded by (seed, step).
     process_index, process_count: this process's slot (`jax.process_index()` …).
     num_workers: grain worker processes (0 = read in this process).
     prefetch: batches read ahead by a thread pool (0 = none).
@@ -120,7 +133,7 @@ def train_iterator(source: Any, *, global_batch_size: int, seed: int,
     raise ValueError("source is empty: nothing to train on")
   local = _local_batch_size(global_batch_size, process_count, "global_batch_size")
   ds = grain.MapDataset.range(0, sys.maxsize).seed(seed).map(
-      _TrainBatches(source, seed, global_batch_size, local, process_index))
+      _TrainBatches(source, seed, global_batch_size, local, process_index, example_transform))
   if transform is not None:
     ds = ds.random_map(transform)
   read = grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch)
@@ -132,6 +145,7 @@ def train_iterator(source: Any, *, global_batch_size: int, seed: int,
 
 def eval_batches(source: Any, *, global_batch_size: int,
                  transform: Optional[Callable[[Batch], Batch]] = None,
+                 example_transform: Optional[Callable] = None,
                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
   """Every example exactly once, in fixed-size batches with a boolean `mask` field.
 
@@ -145,7 +159,7 @@ def eval_batches(source: Any, *, global_batch_size: int,
     start = b * global_batch_size + process_index * local
     indices = np.arange(start, start + local)
     mask = indices < n
-    batch = read_batch(source, np.where(mask, indices, 0))
+    batch = read_batch(source, np.where(mask, indices, 0), example_transform)
     if transform is not None:
       batch = transform(batch)
     batch["mask"] = mask

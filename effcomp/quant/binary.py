@@ -7,8 +7,8 @@ Methods (`weight_method` / `act_method`), each from its paper:
 | bnn      | sign(w), clipped STE                          | sign(a), clipped STE (Hubara 2016)    |
 | xnor     | α·sign(w), α = mean|w| per out-channel, grads  | sign(a), clipped STE (Rastegari 2016; |
 |          | through α (Rastegari 2016, eq. 4)              | the activation scale K is omitted)    |
-| bireal   | α·sign(w), α = mean|w| detached, clipped STE   | sign(a), ApproxSign (Liu 2018, eq. 6–9)|
-|          | (magnitude-aware gradient, Bi-Real eq. 9)      |                                       |
+| bireal   | α·sign(w), α = mean|w|; backward 1{|w| ≤ 1}  | sign(a), ApproxSign (Liu 2018, eq. 6–9)|
+|          | (Bi-Real code's magnitude-aware weights)       |                                       |
 | reactnet | as bireal (Liu 2020, ReActNet §3)              | RSign: sign(a − θ_c), θ_c learnable   |
 |          |                                               | per channel, ApproxSign (eq. 2)       |
 | adabin   | β = mean(w), α = std(w) per out-channel,       | α_a·sign(a − β_a) + β_a, α_a, β_a     |
@@ -81,7 +81,9 @@ def binarize_weight(w: jax.Array, method: str, reduce_axes: Sequence[int],
   if method == "xnor":
     return alpha * estimators.sign_clipped_ste(w)
   if method in ("bireal", "reactnet"):
-    return jax.lax.stop_gradient(alpha) * estimators.sign_clipped_ste(w)
+    # Bi-Real's code: forward α·sign(w); backward = d clip(w, −1, 1)/dw (no α factor).
+    clipped = jnp.clip(w, -1.0, 1.0)
+    return jax.lax.stop_gradient(alpha * estimators.sign_ste(w) - clipped) + clipped
   t, k = _ede_tk(progress)
   return alpha * estimators.ede_sign((w - beta) / alpha, t, k) + beta
 

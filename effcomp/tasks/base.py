@@ -40,6 +40,8 @@ class Task:
       (augmentation); None for none. Batches hold the source's dtypes (uint8
       images): normalize on the device, in `loss_fn`/`eval_fn`.
     eval_transform: vectorized `batch -> batch`, or None.
+    train_example_transform / eval_example_transform: `(example, rng) -> example` run on
+      each record before batching (variable-size images → fixed crops), or None.
     summary_metric: the eval metric the run summary reports (e.g. 'accuracy').
     teacher_init_fn: for distillation, `(rng, batch) -> variables` of the frozen
       teacher; the trainer restores them from `config.teacher.workdir` and passes them
@@ -54,5 +56,7 @@ class Task:
   eval_source: Any
   train_transform: Optional[Callable] = None
   eval_transform: Optional[Callable] = None
+  train_example_transform: Optional[Callable] = None
+  eval_example_transform: Optional[Callable] = None
   summary_metric: str = "loss"
   teacher_init_fn: Optional[Callable[[jax.Array, Batch], Variables]] = None

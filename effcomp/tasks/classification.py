@@ -4,6 +4,8 @@ teacher for knowledge distillation), accuracy and loss as eval metrics.
 Models whose `__call__` takes `progress` receive step / train.steps ∈ [0, 1] (binary
 layers anneal their estimators with it). `task.resize > 0` resizes images on the device
 (bilinear), e.g. 8×8 digits to the 16×16/32×32 inputs CIFAR networks expect.
+`task.image_size > 0` crops variable-size photos on the host per image (ImageNet:
+random-resized crop + flip for training, resize-256/center-224 for evaluation).
 
 Knowledge distillation follows Hinton et al. 2015, "Distilling the Knowledge in a
 Neural Network": loss = (1 − w)·CE(y, s) + w·T²·KL(softmax(t/T) ‖ softmax(s/T)).
@@ -19,6 +21,7 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
+from effcomp.data import crops
 from effcomp.registry import TASKS
 from effcomp.tasks.base import Task
 
@@ -61,7 +64,7 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
 def task_defaults() -> ml_collections.ConfigDict:
   """Fields `config.task` may hold for this task (set them in the config file)."""
   return ml_collections.ConfigDict({
-      "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0,
+      "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0, "image_size": 0,
       "distill_weight": 0.0, "distill_temperature": 4.0})
 
 
@@ -117,9 +120,20 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return EvalMetrics.single_from_model_output(
         loss=loss, logits=logits, labels=batch["label"], mask=batch["mask"])
 
+  def train_crop(example, rng):
+    return {"image": crops.random_resized_crop(np.asarray(example["image"]), c.image_size, rng),
+            "label": example["label"]}
+
+  def eval_crop(example, rng):
+    del rng
+    return {"image": crops.center_crop(np.asarray(example["image"]), c.image_size),
+            "label": example["label"]}
+
   return Task(
       model=model, init_fn=init_fn_for(model), loss_fn=loss_fn, eval_fn=eval_fn, eval_metrics=EvalMetrics,
       train_source=train_source, eval_source=eval_source,
       train_transform=flip_crop if c.augment == "flip_crop" else None,
+      train_example_transform=train_crop if c.image_size else None,
+      eval_example_transform=eval_crop if c.image_size else None,
       summary_metric="accuracy",
       teacher_init_fn=init_fn_for(teacher_model) if teacher_model is not None else None)

@@ -21,6 +21,12 @@ from absl import logging
 from etils import epath
 
 
+def _absolute(path: str) -> epath.Path:
+  """orbax needs absolute paths; URLs (gs://…) are absolute already."""
+  path = str(path)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 class CorruptCheckpointError(RuntimeError):
   """A checkpoint step exists but cannot be restored."""
 
@@ -40,7 +46,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
                fallback_to_previous: bool = False):
-    self.directory = epath.Path(directory)
+    self.directory = _absolute(directory)
     self.fallback_to_previous = fallback_to_previous
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
@@ -112,7 +118,7 @@ def restore_variables(workdir: str, abstract_variables: Any) -> Any:
   `abstract_variables` is `{'params': ..., <collection>: ...}` of `jax.ShapeDtypeStruct`s
   with the shardings to restore into; optimizer state and the rest are not read.
   """
-  directory = epath.Path(workdir) / "checkpoints"
+  directory = _absolute(workdir) / "checkpoints"
   if not directory.exists():
     raise FileNotFoundError(f"config.teacher.workdir={workdir!r}: no checkpoints in {directory}")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),

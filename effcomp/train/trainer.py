@@ -64,7 +64,7 @@ def _build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
 
 def _init_batch(task: Task) -> Dict[str, np.ndarray]:
   """The first eval example as a batch of 1 (only shapes matter for init)."""
-  batch = pipeline.read_batch(task.eval_source, [0])
+  batch = pipeline.read_batch(task.eval_source, [0], task.eval_example_transform)
   return task.eval_transform(batch) if task.eval_transform else batch
 
 
@@ -113,12 +113,22 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
                     eval_step, teacher_variables)
 
 
+def _init_from(state: state_lib.TrainState, exp: Experiment, workdir: str) -> state_lib.TrainState:
+  """`state` with params (and EMA) and model state restored from `workdir`'s newest step."""
+  target = {"params": exp.abstract_state.params, **exp.abstract_state.model_state}
+  variables = checkpoint_lib.restore_variables(workdir, target)
+  params = variables.pop("params")
+  logging.info("Initialized params from %s", workdir)
+  return state.replace(params=params, model_state=variables,
+                       ema_params=jax.tree.map(jnp.copy, params) if state.ema_params is not None else None)
+
+
 def evaluate(exp: Experiment, state: state_lib.TrainState) -> Dict[str, float]:
   """The task's eval metrics over the whole eval split (each example once)."""
   total = None
   for batch in pipeline.eval_batches(
       exp.task.eval_source, global_batch_size=exp.config.eval.batch_size,
-      transform=exp.task.eval_transform, process_index=jax.process_index(),
+      transform=exp.task.eval_transform, example_transform=exp.task.eval_example_transform, process_index=jax.process_index(),
       process_count=jax.process_count()):
     metrics = exp.eval_step(state, sharding_lib.global_batch(batch, exp.mesh))
     total = metrics if total is None else total.merge(metrics)
@@ -129,7 +139,7 @@ def _train_iterator(exp: Experiment):
   c = exp.config
   return pipeline.train_iterator(
       exp.task.train_source, global_batch_size=c.train.batch_size, seed=c.seed,
-      transform=exp.task.train_transform, process_index=jax.process_index(),
+      transform=exp.task.train_transform, example_transform=exp.task.train_example_transform, process_index=jax.process_index(),
       process_count=jax.process_count(), num_workers=c.data.num_workers,
       prefetch=c.data.prefetch)
 
@@ -172,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   start_step = start_step or 0
   if restored is not None:
     logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
+  elif c.init.workdir:
+    state = _init_from(state, exp, c.init.workdir)
   exp.state = None  # `state` is donated to the train step; keep no stale reference.
 
   interval = _IntervalMeans()

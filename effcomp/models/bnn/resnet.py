@@ -28,13 +28,14 @@ class BinaryBasicBlock(nn.Module):
   features: int
   strides: int = 1
   method: str = "adabin"
+  weight_method: str = ""  # "" = `method`; "none" keeps weights real (ReActNet step 1)
   shortcut: str = "A"  # "A" (CIFAR) or "avgpool_conv" (ImageNet)
   adabin_act_form: str = "paper"
   dtype: Any = jnp.float32
 
   def _conv(self, strides, name):
     return binary.BinaryConv(
-        self.features, strides=(strides, strides), weight_method=self.method,
+        self.features, strides=(strides, strides), weight_method=self.weight_method or self.method,
         act_method=self.method, adabin_act_form=self.adabin_act_form, dtype=self.dtype, name=name)
 
   def _shortcut(self, x, train):
@@ -59,6 +60,7 @@ class BinaryBasicBlock(nn.Module):
 class _BinaryResNet(nn.Module):
   num_classes: int = 10
   method: str = "adabin"
+  weight_method: str = ""  # "" = `method`; "none": real weights, binary activations
   adabin_act_form: str = "paper"
   dtype: Any = jnp.float32
   # Set by subclasses:
@@ -80,6 +82,7 @@ class _BinaryResNet(nn.Module):
       for b in range(blocks):
         x = BinaryBasicBlock(
             width, strides=2 if (b == 0 and s > 0) else 1, method=self.method,
+            weight_method=self.weight_method,
             shortcut="avgpool_conv" if self.imagenet_stem else "A",
             adabin_act_form=self.adabin_act_form, dtype=self.dtype, name=f"stage{s}_block{b}",
         )(x, train, progress)

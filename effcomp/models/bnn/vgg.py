@@ -23,6 +23,7 @@ from effcomp.registry import MODELS
 class VGGSmall(nn.Module):
   num_classes: int = 10
   method: str = "adabin"
+  weight_method: str = ""  # "" = `method`; "none": real weights, binary activations
   width: float = 1.0
   adabin_act_form: str = "paper"
   dtype: Any = jnp.float32
@@ -34,7 +35,8 @@ class VGGSmall(nn.Module):
     x = fp_conv(c1, self.dtype, "conv0")(x)
     x = binary.nonlinearity(self.method)(batch_norm(train, self.dtype, "bn0")(x))
     for i, (features, pool) in enumerate(((c1, True), (c2, False), (c2, True), (c3, False), (c3, True)), 1):
-      x = binary.BinaryConv(features, weight_method=self.method, act_method=self.method,
+      x = binary.BinaryConv(features, weight_method=self.weight_method or self.method,
+                            act_method=self.method,
                             adabin_act_form=self.adabin_act_form, dtype=self.dtype,
                             name=f"conv{i}")(x, progress)
       if pool:
