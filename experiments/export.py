@@ -68,8 +68,11 @@ def export_and_check(config, workdir: str, output: str) -> dict:
 
   batch = pipeline.read_batch(eval_source, [0], task.eval_example_transform)
   mesh = sharding.create_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  variables = checkpoint.restore_variables(
-      workdir, state.abstract_variables(task.init_fn, batch, mesh))
+  try:
+    variables = checkpoint.restore_variables(
+        workdir, state.abstract_variables(task.init_fn, batch, mesh))
+  except ValueError as e:  # orbax: stored shapes differ from the config's model
+    raise ValueError(f"--workdir={workdir}: its checkpoint does not fit the model of --config") from e
   x0 = jax.eval_shape(inputs, jnp.asarray(batch["image"]))
   packed = export.pack_model(model, variables, x0)
   if not packed.specs:

@@ -86,7 +86,7 @@ def test_packed_layers_and_logits_match_the_float_graph(name, kwargs, method, fo
   float_out = {k: y for k, (_, y) in io.items()}
   packed_out = {k: pack.apply_packed_conv2d(packed.layers[k], io[k][0], s.strides, s.padding)
                 for k, s in ((export._key(s.path), s) for s in packed.specs)}
-  packed_logits = export.packed_apply(model, packed, x)
+  float_logits, packed_logits = np.asarray(float_logits), np.asarray(export.packed_apply(model, packed, x))
   assert set(packed_out) == set(float_out)
   for key, y in float_out.items():
     err = np.abs(packed_out[key] - y).max()
@@ -127,14 +127,16 @@ def test_dense_layers_with_bias_pack_and_save_load_round_trip_is_identical(tmp_p
   np.testing.assert_array_equal(export.packed_apply(model, loaded, x), y)
 
 
-def test_binary_layers_are_32x_smaller_packed():
-  model = models.build("bnn_vgg_small", method="adabin", width=0.25)  # 32…128 channels
-  x = jax.ShapeDtypeStruct((1, 16, 16, 1), jnp.float32)
-  variables = jax.jit(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape))))()
-  packed = export.pack_model(model, variables, x)
+@pytest.mark.parametrize("name,kwargs,shape", [("bnn_vgg_small", {"width": 0.25}, (1, 16, 16, 1)),
+                                                ("bnn_resnet18", {}, (1, 224, 224, 3))])
+def test_binary_layers_are_32x_smaller_packed(name, kwargs, shape):
+  # Channels are multiples of 32, so the sign words are exactly 1/32 of the float kernels.
+  model, x = models.build(name, method="adabin", **kwargs), jax.ShapeDtypeStruct(shape, jnp.float32)
+  variables = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros(shape))))
+  packed = jax.eval_shape(lambda v: export.pack_model(model, v, x), variables)  # shapes suffice
   report = export.size_report(packed, variables)
   kernels = sum(4 * np.prod(s.kernel_size) * s.in_size * s.features for s in packed.specs)
-  assert report["binary_words_bytes"] * 32 == kernels  # channels a multiple of 32: exactly 1/32
+  assert report["binary_words_bytes"] * 32 == kernels
   assert report["binary_ratio"] > 25, report  # with α_w, β_w per channel
   assert report["packed_bytes"] < report["float_bytes"] / 10, report
 

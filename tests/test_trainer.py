@@ -80,9 +80,10 @@ def test_corrupt_checkpoint_is_an_error_naming_the_step_then_falls_back_if_asked
 
 
 def test_evaluate_checkpoint_matches_the_final_eval(tmp_path, data_dir, monkeypatch):
+  config = _config(steps=20)
   monkeypatch.chdir(tmp_path)  # a relative workdir (orbax itself needs absolute paths)
-  summary = trainer.train_and_evaluate(_config(steps=20), "run")
-  result = trainer.evaluate_checkpoint(_config(steps=20), "run")
+  summary = trainer.train_and_evaluate(config, "run")
+  result = trainer.evaluate_checkpoint(config, "run")
   tmp_path = tmp_path / "run"
   assert result["step"] == 20
   np.testing.assert_allclose(result["eval"]["accuracy"], summary["eval"]["accuracy"])
