@@ -19,8 +19,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) experiments/train.py --config=configs/demo.py --workdir=$(WORKDIR)
-	$(PY) experiments/evaluate.py --config=configs/demo.py --workdir=$(WORKDIR)
+	$(PY) experiments/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests

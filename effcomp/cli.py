@@ -52,28 +52,30 @@ def _one_line(error: BaseException) -> str:
   return first
 
 
-def _fail(kind: str, error: BaseException, code: int):
+def fail(kind: str, error: BaseException, code: int):
   print(f"effcomp: {kind}: {_one_line(error)}", file=sys.stderr)
   sys.exit(code)
 
 
-def _run(body) -> None:
+def run(body) -> None:
+  """Checks --config/--workdir, starts jax.distributed if asked, and runs `body(trainer)`,
+  turning user errors into one line and an exit status (2, or 3 for a non-finite loss)."""
   from effcomp.train import checkpoint, trainer
   if FLAGS.config is None:
-    _fail("error", ValueError("--config is required, e.g. --config=configs/demo.py"), 2)
+    fail("error", ValueError("--config is required, e.g. --config=configs/demo.py"), 2)
   if not FLAGS.workdir:
-    _fail("error", ValueError("--workdir is required"), 2)
+    fail("error", ValueError("--workdir is required"), 2)
   _initialize_distributed()
   try:
     body(trainer)
   except trainer.NonFiniteLossError as e:
-    _fail("stopped", e, 3)
+    fail("stopped", e, 3)
   except checkpoint.CorruptCheckpointError as e:
-    _fail("error", e, 2)
+    fail("error", e, 2)
   except USER_ERRORS as e:
     if os.environ.get("EFFCOMP_TRACEBACK"):
       raise
-    _fail("error", e, 2)
+    fail("error", e, 2)
 
 
 def _print_train_summary(summary) -> None:
@@ -99,38 +101,38 @@ def _print_train_summary(summary) -> None:
 
 def _train(argv) -> None:
   if len(argv) > 1:
-    _fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  _run(lambda trainer: _print_train_summary(trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)))
+    fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
+  run(lambda trainer: _print_train_summary(trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)))
 
 
 def _evaluate(argv) -> None:
   if len(argv) > 1:
-    _fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  _run(lambda trainer: print(json.dumps(
+    fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
+  run(lambda trainer: print(json.dumps(
       trainer.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step), indent=2)))
 
 
-def _parse_flags(argv):
-  """absl flag parsing whose config-override errors are one line, not a traceback."""
+def parse_flags(argv):
+  """absl's `flags_parser` for effcomp programs: absl flag parsing whose config-override errors are one line, not a traceback."""
   for arg in argv[1:]:
     if arg.startswith("--config="):
       path = arg.split("=", 1)[1].split(":", 1)[0]
       if not os.path.isfile(path):
-        _fail("error", FileNotFoundError(f"--config={path}: no such config file"), 2)
+        fail("error", FileNotFoundError(f"--config={path}: no such config file"), 2)
   try:
     return FLAGS(argv)
   except AttributeError as e:  # ml_collections: a --config.<key> the config does not have
     text = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ").replace("\n", " ")
-    _fail("error", ValueError(f"unknown config field {text}"), 2)
+    fail("error", ValueError(f"unknown config field {text}"), 2)
   except (flags.Error, *USER_ERRORS) as e:
-    _fail("error", e, 2)
+    fail("error", e, 2)
 
 
 def train_main() -> None:
   logging.set_verbosity(logging.WARNING)
-  app.run(_train, flags_parser=_parse_flags)
+  app.run(_train, flags_parser=parse_flags)
 
 
 def evaluate_main() -> None:
   logging.set_verbosity(logging.WARNING)
-  app.run(_evaluate, flags_parser=_parse_flags)
+  app.run(_evaluate, flags_parser=parse_flags)

@@ -4,12 +4,10 @@
       --workdir=workdirs/bnn_digits [--output=workdirs/bnn_digits/packed]
 
 Restores the newest params and BatchNorm statistics of the run in `--workdir`, packs every
-binary layer (`effcomp.quant.export`), saves the packed model to `--output` (default
-`<workdir>/packed`), evaluates packed and float models on the config's eval split and
-prints one summary: both accuracies, the fraction of examples whose packed argmax equals
-the float one, the largest logit difference, sizes, and the forward time of one eval batch
-(jit, warmed up, median of 10) of the packed model against the float training graph
-(`model.apply(train=False)`: binarize the latent weights, float conv).
+binary layer, saves the packed model to `--output` (default `<workdir>/packed`), evaluates
+packed and float models on the config's eval split and prints one summary: both
+accuracies, the fraction of examples whose packed argmax equals the float one, the largest
+logit difference, sizes, and packed-vs-float forward time (`effcomp.quant.export_run`).
 """
 
 import os
@@ -23,111 +21,17 @@ from effcomp import cli  # noqa: E402  (defines --config and --workdir)
 
 flags.DEFINE_string("output", None, "Directory for the packed model (default: <workdir>/packed).")
 FLAGS = flags.FLAGS
-_TIMING_REPEATS = 10
-
-
-def _inputs_fn(config):
-  """The classification task's device-side input transform: uint8 → [0, 1] → resize."""
-  import jax
-  from effcomp.tasks import classification
-
-  def inputs(images):
-    images = classification.images_to_float(images)
-    if config.task.get("resize", 0):
-      n, _, _, c = images.shape
-      images = jax.image.resize(images, (n, config.task.resize, config.task.resize, c), "bilinear")
-    return images
-  return inputs
-
-
-def export_and_check(config, workdir: str, output: str) -> dict:
-  """Packs the run in `workdir` into `output`; returns the summary numbers."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from etils import epath
-  from effcomp import config as config_lib
-  from effcomp.data import pipeline, sources
-  from effcomp.quant import export, pack
-  from effcomp.registry import TASKS
-  from effcomp.train import checkpoint, sharding, state, trainer
-
-  config_lib.validate(config)
-  if config.task.name != "classification":
-    raise ValueError(f"config.task.name={config.task.name!r}: export evaluates classification only")
-  if not (epath.Path(workdir) / "checkpoints").exists():
-    raise FileNotFoundError(f"--workdir={workdir}: no checkpoints in {workdir}/checkpoints")
-  model = trainer._build_model(config.model, config.train.compute_dtype)
-  d = config.data
-  eval_source = sources.get_source(d.name, d.eval_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
-  task_config = config.copy_and_resolve_references()
-  if "distill_weight" in task_config.task:
-    task_config.task.distill_weight = 0.0  # the teacher plays no part in evaluation
-  task = TASKS.get("classification")(task_config, model, eval_source, eval_source)
-  inputs = _inputs_fn(config)
-
-  batch = pipeline.read_batch(eval_source, [0], task.eval_example_transform)
-  mesh = sharding.create_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  try:
-    variables = checkpoint.restore_variables(
-        workdir, state.abstract_variables(task.init_fn, batch, mesh))
-  except ValueError as e:  # orbax: stored shapes differ from the config's model
-    raise ValueError(f"--workdir={workdir}: its checkpoint does not fit the model of --config") from e
-  x0 = jax.eval_shape(inputs, jnp.asarray(batch["image"]))
-  packed = export.pack_model(model, variables, x0)
-  if not packed.specs:
-    raise ValueError(f"config.model.name={config.model.name!r} has no packable binary layer")
-  export.save(packed, output)
-
-  float_fn = jax.jit(lambda v, images: model.apply(v, inputs(images), train=False))
-  packed_fn = jax.jit(lambda p, images: export.packed_apply(model, p, inputs(images)))
-  n = correct_f = correct_p = agree = 0
-  max_diff, timing_images = 0.0, None
-  for b in pipeline.eval_batches(eval_source, global_batch_size=config.eval.batch_size,
-                                 transform=task.eval_transform,
-                                 example_transform=task.eval_example_transform):
-    images, mask = jnp.asarray(b["image"]), b["mask"]
-    timing_images = images if timing_images is None else timing_images
-    lf, lp = np.asarray(float_fn(variables, images)), np.asarray(packed_fn(packed, images))
-    pf, pp, labels = lf.argmax(-1)[mask], lp.argmax(-1)[mask], b["label"][mask]
-    n += int(mask.sum())
-    correct_f += int((pf == labels).sum())
-    correct_p += int((pp == labels).sum())
-    agree += int((pf == pp).sum())
-    max_diff = max(max_diff, float(np.abs(lf - lp)[mask].max()))
-  packed_s, float_s = pack._median_times(
-      [(packed_fn, (packed, timing_images)), (float_fn, (variables, timing_images))], _TIMING_REPEATS)
-  return dict(examples=n, float_accuracy=correct_f / n, packed_accuracy=correct_p / n,
-              agreement=agree / n, max_logit_diff=max_diff, layers=len(packed.specs),
-              batch=int(timing_images.shape[0]), packed_s=packed_s, float_s=float_s,
-              output=output, **export.size_report(packed, variables))
-
-
-def _print_summary(s: dict) -> None:
-  mb = lambda b: f"{b / 1e6:.3f} MB"
-  print("\n".join([
-      "",
-      "effcomp export summary",
-      f"  float accuracy    {s['float_accuracy']:.4f}",
-      f"  packed accuracy   {s['packed_accuracy']:.4f}",
-      f"  argmax agreement  {s['agreement']:.4f} (of {s['examples']} examples)",
-      f"  max |logit diff|  {s['max_logit_diff']:.3g}",
-      f"  size              float {mb(s['float_bytes'])}, packed {mb(s['packed_bytes'])} ({s['ratio']:.1f}x)",
-      f"  binary layers     {s['layers']}: float {mb(s['binary_float_bytes'])}, packed "
-      f"{mb(s['binary_packed_bytes'])} ({s['binary_ratio']:.1f}x)",
-      f"  forward (batch {s['batch']}) float {s['float_s'] * 1e3:.2f} ms, packed "
-      f"{s['packed_s'] * 1e3:.2f} ms ({s['float_s'] / s['packed_s']:.2f}x)",
-      f"  packed model      {s['output']}",
-  ]))
 
 
 def _main(argv) -> None:
+  from effcomp.quant import export_run
   if len(argv) > 1:
-    cli._fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
+    cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
   output = FLAGS.output or os.path.join(FLAGS.workdir or "", "packed")
-  cli._run(lambda _: _print_summary(export_and_check(FLAGS.config, FLAGS.workdir, output)))
+  cli.run(lambda _: print(export_run.format_summary(
+      export_run.export_and_check(FLAGS.config, FLAGS.workdir, output))))
 
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)
-  app.run(_main, flags_parser=cli._parse_flags)
+  app.run(_main, flags_parser=cli.parse_flags)

@@ -42,7 +42,7 @@ left float and run as trained. Static metadata (paths, strides, padding, methods
 import dataclasses
 import json
 import os
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Tuple, Union
 
 import flax
 import flax.linen as nn

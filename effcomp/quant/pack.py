@@ -364,7 +364,7 @@ def float_size_bytes(shape: Sequence[int]) -> int:
   return int(np.prod(shape)) * 4
 
 
-def _median_times(fns: Sequence[Tuple[Callable, tuple]], repeats: int):
+def median_times(fns: Sequence[Tuple[Callable, tuple]], repeats: int):
   """Median wall time of each jitted fn; runs are interleaved so load drift hits all alike."""
   for fn, args in fns:  # compile + warm up
     jax.block_until_ready(fn(*args))
@@ -395,7 +395,7 @@ def benchmark_dense(batch: int, in_features: int, out_features: int, repeats: in
   layer = pack_dense(w, jnp.abs(w).mean(0), 0.0, 1.0, 0.0)
   packed = jax.jit(apply_packed_dense)
   core = jax.jit(lambda a, tiles: _dense_popcount(a, tiles, out_features))
-  p, c, f = _median_times([(packed, (layer, x)), (core, (pack_bits(x), layer.words)),
+  p, c, f = median_times([(packed, (layer, x)), (core, (pack_bits(x), layer.words)),
                            (jax.jit(jnp.dot), (x, w))], repeats)
   return _report(p, c, f, layer, w.shape)
 
@@ -416,6 +416,6 @@ def benchmark_conv(batch: int, height: int, width: int, in_channels: int, out_ch
   core = jax.jit(lambda l, a: _conv_popcount(a, l.words, out_channels, strides, pads, out_hw))
   conv = jax.jit(lambda x, w: lax.conv_general_dilated(
       x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")))
-  p, c, f = _median_times([(packed, (layer, x)), (core, (layer, pack_bits(x))),
+  p, c, f = median_times([(packed, (layer, x)), (core, (layer, pack_bits(x))),
                            (conv, (x, w))], repeats)
   return _report(p, c, f, layer, w.shape)

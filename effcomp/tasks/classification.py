@@ -39,6 +39,16 @@ def images_to_float(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
+def model_inputs(images: jax.Array, resize: int = 0) -> jax.Array:
+  """The device-side input transform: uint8 → float [0, 1] → bilinear resize to resize×resize
+  (0 keeps the size). images: [N, H, W, C]."""
+  images = images_to_float(images)
+  if resize:
+    n, _, _, ch = images.shape
+    images = jax.image.resize(images, (n, resize, resize, ch), "bilinear")
+  return images
+
+
 def flip_crop(batch, rng: np.random.Generator, pad: int = 4):
   """Per-example random horizontal flip and a random crop after zero-padding by `pad`
   (the CIFAR recipe of He et al. 2016), vectorized over `batch['image']` [N, H, W, C]."""
@@ -84,11 +94,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     raise ValueError("config.task.distill_weight > 0 needs a teacher: set config.teacher.workdir")
 
   def inputs(batch):
-    images = images_to_float(batch["image"])
-    if c.resize:
-      n, _, _, ch = images.shape
-      images = jax.image.resize(images, (n, c.resize, c.resize, ch), "bilinear")
-    return images
+    return model_inputs(batch["image"], c.resize)
 
   def init_fn_for(module):
     return lambda rng, batch: module.init({"params": rng, "dropout": rng}, inputs(batch),

@@ -113,25 +113,27 @@ class Checkpointer:
 
 
 def restore_variables(workdir: str, abstract_variables: Any) -> Any:
-  """The newest `params` and model state of the run in `workdir` (e.g. a teacher).
+  """The newest `params` and model state of the run in `workdir` (a teacher, an init).
 
   `abstract_variables` is `{'params': ..., <collection>: ...}` of `jax.ShapeDtypeStruct`s
   with the shardings to restore into; optimizer state and the rest are not read.
   """
   directory = _absolute(workdir) / "checkpoints"
   if not directory.exists():
-    raise FileNotFoundError(f"config.teacher.workdir={workdir!r}: no checkpoints in {directory}")
+    raise FileNotFoundError(f"workdir={workdir!r}: no checkpoints in {directory}")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
                                   item_names=("state", "data"))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"config.teacher.workdir={workdir!r}: {directory} holds no checkpoint")
-  params = abstract_variables["params"]
-  model_state = {k: v for k, v in abstract_variables.items() if k != "params"}
-  target = {"params": params, "model_state": model_state}
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(
-          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True)))["state"]
-  manager.close()
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"workdir={workdir!r}: {directory} holds no checkpoint")
+    params = abstract_variables["params"]
+    model_state = {k: v for k, v in abstract_variables.items() if k != "params"}
+    target = {"params": params, "model_state": model_state}
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True)))["state"]
+  finally:
+    manager.close()
   return {"params": restored["params"], **restored["model_state"]}

@@ -54,7 +54,7 @@ class Experiment:
   teacher_variables: Optional[Any]
 
 
-def _build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
+def build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
   kwargs = {k: v for k, v in model_config.items() if k != "name"}
   cls = models.MODELS.get(model_config.name)
   if "dtype" in {f.name for f in dataclasses.fields(cls)}:
@@ -78,8 +78,8 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     if size % shards:
       raise ValueError(f"config.{name} (per micro-batch: {size}) is not divisible by the "
                        f"{shards} batch shards of mesh {dict(mesh.shape)}")
-  model = _build_model(config.model, config.train.compute_dtype)
-  teacher_model = (_build_model(config.teacher.model, config.train.compute_dtype)
+  model = build_model(config.model, config.train.compute_dtype)
+  teacher_model = (build_model(config.teacher.model, config.train.compute_dtype)
                    if config.teacher.workdir else None)
   d = config.data
   train_source, eval_source = (
