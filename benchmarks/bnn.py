@@ -7,6 +7,9 @@ and the BNN, XNOR-Net, Bi-Real, ReActNet and AdaBin binarizers, one shared recip
 (AdaBin, Tu et al. 2022, Table 3): AdaBin is the best binary method and every binary
 network is below full precision.
 
+Part `ablation` (→ benchmarks/results/bnn_ablation.json, docs/results/bnn_ablation.md):
+AdaBin ResNet-20 with its pieces swapped, to see which ones decide its rank here.
+
 Part `packed` (→ benchmarks/results/bnn_packed.json, docs/results/bnn_packed.md): packed
 XOR+popcount layers vs float32 `jnp.dot` / conv of the same shapes, in one run on this CPU.
 
@@ -24,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_enum("part", "all", ["all", "accuracy", "packed"], "What to measure.")
+flags.DEFINE_enum("part", "all", ["all", "accuracy", "ablation", "packed"], "What to measure.")
 flags.DEFINE_integer("seeds", 3, "Seeds per (model, method).")
 flags.DEFINE_integer("steps", 400, "Training steps per run.")
 flags.DEFINE_list("models", ["resnet20", "vgg_small"], "Architectures.")
@@ -35,31 +38,33 @@ NAMES = {"none": "FP (32/32)", "bnn": "BNN", "xnor": "XNOR-Net", "bireal": "Bi-R
          "reactnet": "ReActNet", "adabin": "AdaBin"}
 
 
-def accuracy_part():
-  from benchmarks.common import write_results
+def _runs(arg: str, raw: list, **labels):
+  """Trains `configs/bnn_digits.py:<arg>` for every seed; returns a row of mean ± std."""
   from effcomp import config as config_lib
   from effcomp.train import trainer
+  accs, seconds = [], []
+  for seed in range(FLAGS.seeds):
+    config = config_lib.load(f"configs/bnn_digits.py:{arg},steps={FLAGS.steps},seed={seed}",
+                             **{"train.progress_bar": False})
+    with tempfile.TemporaryDirectory() as workdir:
+      start = time.time()
+      summary = trainer.train_and_evaluate(config, workdir)
+      seconds.append(time.time() - start)
+    accs.append(100 * summary["eval"]["accuracy"])
+    raw.append({**labels, "arg": arg, "seed": seed, "accuracy": accs[-1], "seconds": seconds[-1]})
+    print(f"{arg} seed {seed}: {accs[-1]:.2f}% ({seconds[-1]:.0f} s)", flush=True)
+  return {**labels, "top-1 % (mean)": statistics.mean(accs),
+          "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+          "seeds": ", ".join(f"{a:.1f}" for a in accs), "s/run": statistics.mean(seconds)}
+
+
+def accuracy_part():
+  from benchmarks.common import write_results
 
   rows, raw = [], []
   for model in FLAGS.models:
     for method in FLAGS.methods:
-      accs, seconds = [], []
-      for seed in range(FLAGS.seeds):
-        config = config_lib.load(
-            f"configs/bnn_digits.py:model={model},method={method},steps={FLAGS.steps},seed={seed}",
-            **{"train.progress_bar": False})
-        with tempfile.TemporaryDirectory() as workdir:
-          start = time.time()
-          summary = trainer.train_and_evaluate(config, workdir)
-          seconds.append(time.time() - start)
-        accs.append(100 * summary["eval"]["accuracy"])
-        raw.append({"model": model, "method": method, "seed": seed, "accuracy": accs[-1],
-                    "seconds": seconds[-1]})
-        print(f"{model:10s} {method:9s} seed {seed}: {accs[-1]:.2f}% ({seconds[-1]:.0f} s)", flush=True)
-      rows.append({"model": model, "method": NAMES[method], "top-1 % (mean)": statistics.mean(accs),
-                   "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                   "seeds": ", ".join(f"{a:.1f}" for a in accs),
-                   "s/run": statistics.mean(seconds)})
+      rows.append(_runs(f"model={model},method={method}", raw, model=model, method=NAMES[method]))
   for model in FLAGS.models:
     binary = [r for r in rows if r["model"] == model and r["method"] != NAMES["none"]]
     fp = [r for r in rows if r["model"] == model and r["method"] == NAMES["none"]]
@@ -76,6 +81,26 @@ def accuracy_part():
   write_results("bnn", rows, ("model", "method", "top-1 % (mean)", "std", "rank among binary",
                               "seeds", "s/run"),
                 title="Binary networks on digits: AdaBin vs baselines", notes=notes,
+                extra={"runs": raw})
+
+
+ABLATIONS = (
+    ("AdaBin as in the paper (Maxout, progressive EDE)", "method=adabin"),
+    ("AdaBin, EDE fixed at the code's t=0.1, k=10", "method=adabin,progressive=False"),
+    ("AdaBin with identity instead of Maxout", "method=adabin,nonlinearity=identity"),
+    ("AdaBin, identity and fixed EDE", "method=adabin,nonlinearity=identity,progressive=False"),
+    ("Bi-Real (identity)", "method=bireal"),
+    ("Bi-Real with Maxout", "method=bireal,nonlinearity=maxout"),
+)
+
+
+def ablation_part():
+  from benchmarks.common import write_results
+  raw = []
+  rows = [_runs(f"model=resnet20,{arg}", raw, variant=name) for name, arg in ABLATIONS]
+  write_results("bnn_ablation", rows, ("variant", "top-1 % (mean)", "std", "seeds", "s/run"),
+                title="Which parts of AdaBin decide its rank on digits (ResNet-20)",
+                notes=f"Same recipe as docs/results/bnn.md: {FLAGS.steps} steps, {FLAGS.seeds} seeds.",
                 extra={"runs": raw})
 
 
@@ -103,6 +128,8 @@ def main(argv):
   del argv
   if FLAGS.part in ("all", "accuracy"):
     accuracy_part()
+  if FLAGS.part in ("all", "ablation"):
+    ablation_part()
   if FLAGS.part in ("all", "packed"):
     packed_part()
 

@@ -8,7 +8,9 @@ methods with several seeds on 2 CPU cores (`benchmarks/bnn.py`).
       --workdir=workdirs/bnn_digits
 
 Arguments: model = resnet20 | vgg_small (width 0.25), method = none (full precision) |
-bnn | xnor | bireal | reactnet | adabin, steps, seed.
+bnn | xnor | bireal | reactnet | adabin, steps, seed; for ablations nonlinearity (maxout |
+rprelu | identity | hardtanh | relu; default: the method's own) and progressive (False: the
+EDE estimator keeps the AdaBin code's fixed t = 0.1, k = 10).
 Cost: ResNet-20 ≈ 0.03 s/step, VGG-small(0.25) ≈ 0.03 s/step on 2 CPU cores.
 """
 
@@ -20,14 +22,16 @@ MODELS = {"resnet20": {"name": "bnn_resnet20"}, "vgg_small": {"name": "bnn_vgg_s
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, model="resnet20", method="adabin", steps=800, seed=0)
+  a = config_lib.parse_arg(arg, model="resnet20", method="adabin", steps=800, seed=0,
+                           nonlinearity="", progressive=True)
   if a.model not in MODELS:
     raise ValueError(f"config argument model={a.model!r}: expected one of {sorted(MODELS)}")
   if a.method not in binary.METHODS:
     raise ValueError(f"config argument method={a.method!r}: expected one of {binary.METHODS}")
   config = config_lib.base_config()
   config.seed = a.seed
-  config.model = {**MODELS[a.model], "num_classes": 10, "method": a.method}
+  config.model = {**MODELS[a.model], "num_classes": 10, "method": a.method,
+                  "nonlinearity": a.nonlinearity, "progressive": a.progressive}
   config.task = classification.task_defaults()
   config.task.resize = 16
   config.data.name = "digits"

@@ -226,13 +226,21 @@ class RPReLU(nn.Module):
     return jnp.where(y >= 0, y, slope.astype(x.dtype) * y) + zeta.astype(x.dtype)
 
 
-def nonlinearity(method: str) -> nn.Module:
+NONLINEARITIES = ("maxout", "rprelu", "identity", "hardtanh", "relu")
+_DEFAULT_NONLINEARITY = {"adabin": "maxout", "reactnet": "rprelu", "bireal": "identity",
+                         "bnn": "hardtanh", "xnor": "hardtanh", "none": "relu"}
+
+
+def nonlinearity(method: str, override: str = "") -> nn.Module:
   """The activation after a binary conv's BatchNorm in each method's reference network:
   Maxout (AdaBin), RPReLU (ReActNet), identity (Bi-Real), hardtanh (BNN, XNOR-Net),
-  ReLU (full precision, 'none')."""
+  ReLU (full precision, 'none'); `override` picks one of `NONLINEARITIES` instead."""
   _check(method, "method")
-  return {"adabin": Maxout, "reactnet": RPReLU, "bireal": _Identity, "bnn": _Hardtanh,
-          "xnor": _Hardtanh, "none": _Relu}[method]()
+  name = override or _DEFAULT_NONLINEARITY[method]
+  if name not in NONLINEARITIES:
+    raise ValueError(f"nonlinearity={name!r}: expected one of {NONLINEARITIES}")
+  return {"maxout": Maxout, "rprelu": RPReLU, "identity": _Identity, "hardtanh": _Hardtanh,
+          "relu": _Relu}[name]()
 
 
 class _Identity(nn.Module):

@@ -31,6 +31,7 @@ class BinaryBasicBlock(nn.Module):
   weight_method: str = ""  # "" = `method`; "none" keeps weights real (ReActNet step 1)
   shortcut: str = "A"  # "A" (CIFAR) or "avgpool_conv" (ImageNet)
   adabin_act_form: str = "paper"
+  nonlinearity: str = ""  # "" = the method's own (binary.nonlinearity)
   dtype: Any = jnp.float32
 
   def _conv(self, strides, name):
@@ -52,9 +53,9 @@ class BinaryBasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, progress: Optional[jax.Array] = None):
     out = batch_norm(train, self.dtype, "bn1")(self._conv(self.strides, "conv1")(x, progress))
-    out = binary.nonlinearity(self.method)(out + self._shortcut(x, train))
+    out = binary.nonlinearity(self.method, self.nonlinearity)(out + self._shortcut(x, train))
     out2 = batch_norm(train, self.dtype, "bn2")(self._conv(1, "conv2")(out, progress))
-    return binary.nonlinearity(self.method)(out2 + out)
+    return binary.nonlinearity(self.method, self.nonlinearity)(out2 + out)
 
 
 class _BinaryResNet(nn.Module):
@@ -62,6 +63,8 @@ class _BinaryResNet(nn.Module):
   method: str = "adabin"
   weight_method: str = ""  # "" = `method`; "none": real weights, binary activations
   adabin_act_form: str = "paper"
+  nonlinearity: str = ""  # "" = the method's own (binary.nonlinearity)
+  progressive: bool = True  # False: estimators ignore progress (AdaBin code without --progressive)
   dtype: Any = jnp.float32
   # Set by subclasses:
   stage_sizes: Sequence[int] = ()
@@ -70,19 +73,20 @@ class _BinaryResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, progress: Optional[jax.Array] = None):
+    progress = progress if self.progressive else None
     x = x.astype(self.dtype)
     if self.imagenet_stem:
       x = fp_conv(self.widths[0], self.dtype, "stem_conv", kernel_size=(7, 7), strides=(2, 2))(x)
     else:
       x = fp_conv(self.widths[0], self.dtype, "stem_conv")(x)
-    x = binary.nonlinearity(self.method)(batch_norm(train, self.dtype, "stem_bn")(x))
+    x = binary.nonlinearity(self.method, self.nonlinearity)(batch_norm(train, self.dtype, "stem_bn")(x))
     if self.imagenet_stem:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
     for s, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for b in range(blocks):
         x = BinaryBasicBlock(
             width, strides=2 if (b == 0 and s > 0) else 1, method=self.method,
-            weight_method=self.weight_method,
+            weight_method=self.weight_method, nonlinearity=self.nonlinearity,
             shortcut="avgpool_conv" if self.imagenet_stem else "A",
             adabin_act_form=self.adabin_act_form, dtype=self.dtype, name=f"stage{s}_block{b}",
         )(x, train, progress)

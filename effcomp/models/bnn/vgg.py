@@ -26,14 +26,17 @@ class VGGSmall(nn.Module):
   weight_method: str = ""  # "" = `method`; "none": real weights, binary activations
   width: float = 1.0
   adabin_act_form: str = "paper"
+  nonlinearity: str = ""  # "" = the method's own (binary.nonlinearity)
+  progressive: bool = True  # False: estimators ignore progress (AdaBin code without --progressive)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, progress: Optional[jax.Array] = None):
+    progress = progress if self.progressive else None
     c1, c2, c3 = (max(1, int(round(c * self.width))) for c in (128, 256, 512))
     x = x.astype(self.dtype)
     x = fp_conv(c1, self.dtype, "conv0")(x)
-    x = binary.nonlinearity(self.method)(batch_norm(train, self.dtype, "bn0")(x))
+    x = binary.nonlinearity(self.method, self.nonlinearity)(batch_norm(train, self.dtype, "bn0")(x))
     for i, (features, pool) in enumerate(((c1, True), (c2, False), (c2, True), (c3, False), (c3, True)), 1):
       x = binary.BinaryConv(features, weight_method=self.weight_method or self.method,
                             act_method=self.method,
@@ -41,6 +44,6 @@ class VGGSmall(nn.Module):
                             name=f"conv{i}")(x, progress)
       if pool:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-      x = binary.nonlinearity(self.method)(batch_norm(train, self.dtype, f"bn{i}")(x))
+      x = binary.nonlinearity(self.method, self.nonlinearity)(batch_norm(train, self.dtype, f"bn{i}")(x))
     x = x.reshape((x.shape[0], -1))
     return dense(self.num_classes, "embed", "classes", self.dtype, name="head")(x).astype(jnp.float32)
