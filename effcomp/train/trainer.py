@@ -173,6 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   is_main = jax.process_index() == 0
   run_info.write(workdir, config_lib.to_dict(config), dict(exp.mesh.shape))
   writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
+  writer.write_text("config", f"```\n{config}\n```")
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), keep=c.checkpoint.keep,
       async_save=c.checkpoint.async_save, fallback_to_previous=c.checkpoint.fallback_to_previous)
