@@ -113,7 +113,7 @@ def packed_part():
     r = pack.benchmark_dense(batch, k, o, repeats=10)
     rows.append({"layer": f"dense {batch}×{k}→{o}", **r})
   for batch, hw, cin, cout in ((8, 16, 128, 128), (16, 32, 128, 128), (8, 16, 256, 256)):
-    r = pack.benchmark_conv(batch, hw, cin, cout, repeats=5)
+    r = pack.benchmark_conv(batch, hw, hw, cin, cout, repeats=5)
     rows.append({"layer": f"conv3×3 {batch}×{hw}×{hw}×{cin}→{cout}", **r})
   for r in rows:
     r["size ratio"] = r["float_bytes"] / r["packed_bytes"]
