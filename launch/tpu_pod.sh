@@ -157,6 +157,9 @@ cmd_setup() {
     echo "tpu_pod.sh: note: $untracked untracked file(s) are not copied (git add them)" >&2
   fi
   run git -C "$REPO_ROOT" archive --format=tar.gz -o "$TARBALL" "${archive_ref:-HEAD}"
+  # The copy has no .git: record the commit for the runs' records (effcomp/train/run_info.py).
+  local commit
+  commit="$(git -C "$REPO_ROOT" rev-parse HEAD)${archive_ref:+-dirty}"
   run gcloud compute tpus tpu-vm scp "$TARBALL" "$NAME:effcomp.tar.gz" --worker=all "${where[@]}"
   # effcomp needs Python >= 3.11 (the pins in constraints.txt); TPU images on Ubuntu 22.04
   # ship 3.10, so install 3.11 from the Ubuntu archive where it is missing. The old
@@ -171,6 +174,7 @@ fi
 mkdir -p ~/$REMOTE_DIR && cd ~/$REMOTE_DIR
 find . -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
 tar -xzf ~/effcomp.tar.gz && rm ~/effcomp.tar.gz
+echo $commit > .effcomp_commit
 test -x .venv/bin/python || python3.11 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -c constraints.txt -e . 'jax[tpu]==$JAX_VERSION'

@@ -159,6 +159,9 @@ def test_setup_copies_the_working_tree_and_installs_jax_tpu_on_all_workers(fake_
   assert scp[:4] == ["compute", "tpus", "tpu-vm", "scp"] and "--worker=all" in scp
   assert ssh[:5] == ["compute", "tpus", "tpu-vm", "ssh", "pod"] and "--worker=all" in ssh
   assert "pip install -q -c constraints.txt -e . 'jax[tpu]==0.10.2'" in _flag(ssh, "command")
+  head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+  assert f"echo {head}-dirty > .effcomp_commit" in _flag(ssh, "command")  # the runs' record
   with tarfile.open(tmp_path / "scp_copy.tar.gz") as tar:
     assert tar.extractfile("train.py").read() == b"changed, not committed\n"
     assert "scratch.txt" not in tar.getnames()

@@ -105,3 +105,11 @@ def test_distillation_uses_a_frozen_teacher(tmp_path, data_dir):
   # The teacher's checkpoint is read, not trained: its files are unchanged.
   assert checkpoint.Checkpointer(str(teacher_dir / "checkpoints")).all_steps()[-1] == 40
   assert student["steps"] == 30 and teacher["steps"] == 40
+
+
+def test_run_records_fall_back_to_the_launch_scripts_commit_file(tmp_path):
+  from effcomp.train import run_info
+  assert run_info.git_commit(str(tmp_path)) == "unknown"  # no .git, no record
+  (tmp_path / run_info.COMMIT_FILE).write_text("abc123-dirty\n")
+  assert run_info.git_commit(str(tmp_path)) == "abc123-dirty"
+  assert len(run_info.git_commit().split("+")[0]) == 40  # this checkout: a real commit

@@ -16,9 +16,13 @@ PACKAGES = ("effcomp", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gr
             "tensorflow-datasets", "ml-collections", "clu", "numpy")
 
 
+COMMIT_FILE = ".effcomp_commit"  # written by launch/tpu_pod.sh into copies without .git
+
+
 def git_commit(path: str | None = None) -> str:
-  """The commit of the effcomp checkout (with '+dirty' if it has changes), or 'unknown'."""
-  path = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  """The commit of the effcomp checkout (with '+dirty' if it has changes); in a copy
+  without .git, the one a launch script recorded in `COMMIT_FILE`; else 'unknown'."""
+  path = path or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
                             text=True, timeout=10, check=True).stdout.strip()
@@ -26,6 +30,10 @@ def git_commit(path: str | None = None) -> str:
                            capture_output=True, text=True, timeout=10).stdout.strip()
     return commit + ("+dirty" if dirty else "")
   except (OSError, subprocess.SubprocessError):
+    recorded = os.path.join(path, COMMIT_FILE)
+    if os.path.isfile(recorded):
+      with open(recorded) as f:
+        return f.read().strip() or "unknown"
     return "unknown"
 
 
