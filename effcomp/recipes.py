@@ -18,30 +18,37 @@ def check_method(method: str) -> None:
     raise ValueError(f"config argument method={method!r}: expected one of {binary.METHODS}")
 
 
-def _sgd_cosine(config, *, lr: float, weight_decay: float) -> None:
+def _sgd_classification(model: dict, data_name: str, *, train_examples: int, epochs: int,
+                        batch_size: int, lr: float, weight_decay: float
+                        ) -> tuple[ml_collections.ConfigDict, int]:
+  """What the CIFAR-10 and ImageNet BNN recipes share: classification with SGD (momentum
+  0.9) and a cosine schedule over `epochs`; returns `(config, steps_per_epoch)`."""
+  steps_per_epoch = train_examples // batch_size
+  config = config_lib.base_config()
+  config.model = model
+  config.task = classification.task_defaults()
+  config.data.name = data_name
+  config.train.steps = epochs * steps_per_epoch
+  config.train.batch_size = batch_size
+  config.eval.batch_size = 500
   config.optimizer.name = "sgd"
   config.optimizer.lr = lr
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = weight_decay
   config.optimizer.schedule = "cosine"
+  return config, steps_per_epoch
 
 
 def cifar10(model: dict, *, epochs: int, batch_size: int = 128, lr: float = 0.1,
             weight_decay: float = 1e-4) -> ml_collections.ConfigDict:
   """CIFAR-10 BNN recipe of AdaBin/IR-Net: SGD + cosine, pad-4 crop + flip, eval every 10 epochs."""
-  steps_per_epoch = CIFAR10_TRAIN_EXAMPLES // batch_size
-  config = config_lib.base_config()
-  config.model = model
-  config.task = classification.task_defaults()
+  config, steps_per_epoch = _sgd_classification(
+      model, "cifar10", train_examples=CIFAR10_TRAIN_EXAMPLES, epochs=epochs,
+      batch_size=batch_size, lr=lr, weight_decay=weight_decay)
   config.task.augment = "flip_crop"
-  config.data.name = "cifar10"
   config.data.cache_in_memory = True  # 150 MB of uint8
-  config.train.steps = epochs * steps_per_epoch
-  config.train.batch_size = batch_size
   config.train.log_every = 100
   config.train.eval_every = 10 * steps_per_epoch
-  config.eval.batch_size = 500
-  _sgd_cosine(config, lr=lr, weight_decay=weight_decay)
   config.checkpoint.every_steps = 5 * steps_per_epoch
   return config
 
@@ -49,19 +56,13 @@ def cifar10(model: dict, *, epochs: int, batch_size: int = 128, lr: float = 0.1,
 def imagenet(model: dict, *, epochs: int, batch_size: int = 256, lr: float = 0.1,
              weight_decay: float = 1e-5) -> ml_collections.ConfigDict:
   """ImageNet recipe of AdaBin: SGD + cosine, random-resized 224 crops + flip, 8 workers."""
-  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch_size
-  config = config_lib.base_config()
-  config.model = model
-  config.task = classification.task_defaults()
+  config, steps_per_epoch = _sgd_classification(
+      model, "imagenet", train_examples=IMAGENET_TRAIN_EXAMPLES, epochs=epochs,
+      batch_size=batch_size, lr=lr, weight_decay=weight_decay)
   config.task.image_size = 224
-  config.data.name = "imagenet"
   config.data.eval_split = "validation"
   config.data.num_workers = 8
-  config.train.steps = epochs * steps_per_epoch
-  config.train.batch_size = batch_size
   config.train.log_every = 200
   config.train.eval_every = 5 * steps_per_epoch
-  config.eval.batch_size = 500
-  _sgd_cosine(config, lr=lr, weight_decay=weight_decay)
   config.checkpoint.every_steps = 2000
   return config

@@ -23,11 +23,6 @@ from effcomp.tasks import classification
 from effcomp.train import checkpoint, sharding, state, trainer
 
 
-def _inputs_fn(config):
-  """The classification task's device-side input transform for this config."""
-  return functools.partial(classification.model_inputs, resize=config.task.get("resize", 0))
-
-
 def export_and_check(config, workdir: str, output: str, timing_repeats: int = 10) -> dict:
   """Packs the run in `workdir` into `output`; returns the summary numbers."""
   config_lib.validate(config)
@@ -42,7 +37,7 @@ def export_and_check(config, workdir: str, output: str, timing_repeats: int = 10
   if "distill_weight" in task_config.task:
     task_config.task.distill_weight = 0.0  # the teacher plays no part in evaluation
   task = TASKS.get("classification")(task_config, model, eval_source, eval_source)
-  inputs = _inputs_fn(config)
+  inputs = functools.partial(classification.model_inputs, resize=config.task.get("resize", 0))
 
   batch = pipeline.read_batch(eval_source, [0], task.eval_example_transform)
   mesh = sharding.create_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
