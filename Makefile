@@ -13,6 +13,9 @@ WORKDIR ?= workdirs/demo
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# PyTorch (a test-only reference) first: the CPU build; a later resolver step could
+	# otherwise choose a several-GB CUDA build.
+	$(PY) -m pip install --quiet -c constraints.txt torch
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
@@ -29,11 +32,14 @@ test-slow: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/trainer.py
+	$(PY) benchmarks/bnn.py
+	$(PY) benchmarks/lm.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:
 	rm -rf /tmp/effcomp-pin && $(PYTHON) -m venv /tmp/effcomp-pin
 	/tmp/effcomp-pin/bin/pip install --quiet --upgrade pip
+	/tmp/effcomp-pin/bin/pip install --quiet torch==2.13.0
 	/tmp/effcomp-pin/bin/pip install --quiet -e '.[test]'
 	(echo '# Exact versions verified together on Python 3.11 (CPU), used as `pip install -c constraints.txt`.'; \
 	 echo '# Regenerate with `make constraints` after changing setup.cfg.'; \

@@ -66,3 +66,31 @@ def imagenet(model: dict, *, epochs: int, batch_size: int = 256, lr: float = 0.1
   config.train.eval_every = 5 * steps_per_epoch
   config.checkpoint.every_steps = 2000
   return config
+
+
+def lm_pretraining(model: dict, *, steps: int, batch_size: int, seq_len: int, lr: float,
+                   tokenizer: str = "bpe", tokenizer_vocab: int = 4096,
+                   data_name: str = "python_docs") -> ml_collections.ConfigDict:
+  """LLaMA-style pretraining: AdamW (β = 0.9, 0.95, weight decay 0.1), 5% linear warmup,
+  cosine to 10% of `lr`, gradient clipping at 1.0 (Touvron et al. 2023, §2.2)."""
+  from effcomp.tasks import lm  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.model = {"name": "llama", **model}
+  config.task = lm.task_defaults()
+  config.task.tokenizer = tokenizer
+  config.task.tokenizer_vocab = tokenizer_vocab
+  config.task.seq_len = seq_len
+  config.data.name = data_name
+  config.data.eval_split = "validation"
+  config.train.steps = steps
+  config.train.batch_size = batch_size
+  config.eval.batch_size = batch_size
+  config.optimizer.name = "adamw"
+  config.optimizer.lr = lr
+  config.optimizer.b1, config.optimizer.b2 = 0.9, 0.95
+  config.optimizer.weight_decay = 0.1
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = max(1, steps // 20)
+  config.optimizer.end_lr_factor = 0.1
+  config.optimizer.grad_clip_norm = 1.0
+  return config

@@ -10,7 +10,8 @@ without TensorFlow.
 
 Where: `data_dir` argument, else `$EFFCOMP_DATA_DIR`, else `~/tensorflow_datasets`;
 each dataset lives in `<data_dir>/effcomp_<name>/<version>/`. Manual datasets (cifar10,
-imagenet) read their files from `manual_dir`, default `<data_dir>/downloads/manual`.
+imagenet, wikitext2, wikitext103) read their files from `manual_dir`, default
+`<data_dir>/downloads/manual`.
 
 Building holds an exclusive `fcntl.flock` on `<data_dir>/.effcomp_<name>.lock`, so the
 processes of a multi-process run on one machine may all call `get_source`: the first
@@ -30,6 +31,7 @@ from effcomp.data import digits
 from effcomp.data import imagenet
 from effcomp.data import photos
 from effcomp.data import python_docs
+from effcomp.data import wikitext
 
 # name → (builder class, split names).
 DATASETS: dict[str, tuple[Type[tfds.core.GeneratorBasedBuilder], tuple[str, ...]]] = {
@@ -38,6 +40,8 @@ DATASETS: dict[str, tuple[Type[tfds.core.GeneratorBasedBuilder], tuple[str, ...]
     "python_docs": (python_docs.PythonDocs, ("train", "validation", "test")),
     "cifar10": (cifar10.Cifar10, ("train", "test")),
     "imagenet": (imagenet.Imagenet, ("train", "validation")),
+    "wikitext2": (wikitext.Wikitext2, ("train", "validation", "test")),
+    "wikitext103": (wikitext.Wikitext103, ("train", "validation", "test")),
 }
 DATA_DIR_ENV = "EFFCOMP_DATA_DIR"
 FILE_FORMAT = "array_record"
@@ -81,7 +85,7 @@ def prepared_builder(name: str, *, data_dir: Optional[str] = None,
   Args:
     name: one of `DATASETS`.
     data_dir: root of the TFDS datasets; default `default_data_dir()`.
-    manual_dir: where cifar10/imagenet find their files; default
+    manual_dir: where cifar10/imagenet/wikitext2/wikitext103 find their files; default
       `<data_dir>/downloads/manual`. Ignored by the other datasets.
 
   Raises:
@@ -111,7 +115,8 @@ def get_source(name: str, split: str, *, data_dir: Optional[str] = None,
   """Random-access source of `split` of dataset `name` (see the module docstring).
 
   Args:
-    name: 'digits', 'photos', 'python_docs', 'cifar10' or 'imagenet'.
+    name: 'digits', 'photos', 'python_docs', 'cifar10', 'imagenet', 'wikitext2' or
+      'wikitext103'.
     split: one of the dataset's splits (`DATASETS[name][1]`), or a TFDS slice of them.
     data_dir, manual_dir: as in `prepared_builder`.
 

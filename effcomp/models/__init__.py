@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from effcomp.registry import MODELS
-from effcomp.models import bnn, cnn, mlp  # noqa: F401  (registration)
+from effcomp.models import bnn, cnn, lm, mlp  # noqa: F401  (registration)
 
 
 def build(name: str, **kwargs: Any):

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import flax.linen as nn
+import ml_collections
 import jax
 from clu import metrics as clu_metrics
 
@@ -46,6 +47,9 @@ class Task:
     teacher_init_fn: for distillation, `(rng, batch) -> variables` of the frozen
       teacher; the trainer restores them from `config.teacher.workdir` and passes them
       to every `loss_fn` call as `teacher_variables` (never updated).
+    files: {file name: text} the run needs later (e.g. the tokenizer that sampling
+      reads); the trainer writes them into the workdir and refuses to resume or evaluate
+      a workdir whose copies differ.
   """
   model: nn.Module
   init_fn: Callable[[jax.Array, Batch], Variables]
@@ -60,3 +64,15 @@ class Task:
   eval_example_transform: Optional[Callable] = None
   summary_metric: str = "loss"
   teacher_init_fn: Optional[Callable[[jax.Array, Batch], Variables]] = None
+  files: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def task_config(config: ml_collections.ConfigDict,
+                defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`defaults` (a task's fields) updated with `config.task`; unknown fields are an error."""
+  unknown = set(config.task) - set(defaults)
+  if unknown:
+    raise ValueError(f"config.task: {defaults.name} has no field(s) {', '.join(sorted(unknown))}; "
+                     f"valid: {', '.join(sorted(defaults))}")
+  defaults.update(config.task)
+  return defaults

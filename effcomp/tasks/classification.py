@@ -23,7 +23,7 @@ from clu import metrics as clu_metrics
 
 from effcomp.data import crops
 from effcomp.registry import TASKS
-from effcomp.tasks.base import Task
+from effcomp.tasks.base import Task, task_config
 
 AUGMENTATIONS = ("none", "flip_crop")
 
@@ -82,12 +82,7 @@ def task_defaults() -> ml_collections.ConfigDict:
 def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
           teacher_model=None) -> Task:
   """A classification `Task` for `model` on image/label sources."""
-  c = task_defaults()
-  unknown = set(config.task) - set(c)
-  if unknown:
-    raise ValueError(f"config.task: classification has no field(s) {', '.join(sorted(unknown))}; "
-                     f"valid: {', '.join(sorted(c))}")
-  c.update(config.task)
+  c = task_config(config, task_defaults())
   if c.augment not in AUGMENTATIONS:
     raise ValueError(f"config.task.augment={c.augment!r}: expected one of {AUGMENTATIONS}")
   if c.distill_weight and teacher_model is None:

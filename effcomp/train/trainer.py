@@ -114,6 +114,26 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
                     eval_step, teacher_variables)
 
 
+def sync_task_files(workdir: str, files: Dict[str, str]) -> None:
+  """Writes the task's `files` into `workdir` (process 0), or checks the copies there.
+
+  Raises:
+    ValueError: `workdir` holds a different version of one of them (e.g. a tokenizer
+      trained differently), so its checkpoints do not belong to this configuration.
+  """
+  for name, text in files.items():
+    path = epath.Path(workdir) / name
+    if path.exists():
+      if path.read_text() != text:
+        raise ValueError(f"--workdir={workdir!r}: its {name} differs from the one this config "
+                         f"builds; use a fresh workdir or the config that wrote it")
+    elif jax.process_index() == 0:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = path.parent / f".{name}.tmp"
+      tmp.write_text(text)
+      tmp.rename(path)
+
+
 def _init_from(state: state_lib.TrainState, exp: Experiment, workdir: str) -> state_lib.TrainState:
   """`state` with params (and EMA) and model state restored from `workdir`'s newest step."""
   target = {"params": exp.abstract_state.params, **exp.abstract_state.model_state}
@@ -173,6 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   c = config
   is_main = jax.process_index() == 0
   run_info.write(workdir, config_lib.to_dict(config), dict(exp.mesh.shape))
+  sync_task_files(workdir, exp.task.files)
   writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
   writer.write_text("config", f"```\n{config}\n```")
   checkpointer = checkpoint_lib.Checkpointer(
@@ -284,6 +305,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: Optional[int] = None) -> Dict[str, Any]:
   """Restores `step` (default: newest) from `workdir` and evaluates it."""
   exp = setup(config)
+  sync_task_files(workdir, exp.task.files)
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), fallback_to_previous=config.checkpoint.fallback_to_previous)
   try:

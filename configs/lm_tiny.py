@@ -1,0 +1,35 @@
+"""A 5.3 M-parameter LLaMA-style LM pretrained on the embedded Python-docs corpus.
+
+The CPU-sized language model the LLM compression work (post-training quantization,
+progressive binarization) measures on: 4 blocks, width 256, 4 query / 2 key-value heads
+(GQA), SwiGLU 704, untied embeddings, byte-level BPE with 4,096 tokens trained on the
+training split (≈ 338 k training tokens), sequences of 128.
+
+  python experiments/train.py --config=configs/lm_tiny.py --workdir=workdirs/lm_tiny
+  python experiments/evaluate.py --config=configs/lm_tiny.py --workdir=workdirs/lm_tiny
+  python experiments/sample.py --config=configs/lm_tiny.py --workdir=workdirs/lm_tiny \\
+      --prompt="The for statement"
+
+Arguments: steps (default 500), tokenizer (bpe | byte | path to a tokenizer.json), seed.
+Cost: 500 steps × 4,096 tokens (≈ 6 epochs) ≈ 11 minutes on 2 CPU cores, data and
+compilation included (measured by `benchmarks/lm.py`, which also records the validation
+perplexity after every 100 steps and the curves).
+"""
+
+from effcomp import config as config_lib
+from effcomp import recipes
+
+MODEL = {"vocab_size": 4096, "num_layers": 4, "embed_dim": 256, "num_heads": 4,
+         "num_kv_heads": 2, "mlp_dim": 704, "tie_embeddings": False}
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, steps=500, tokenizer="bpe", seed=0)
+  config = recipes.lm_pretraining(MODEL, steps=a.steps, batch_size=32, seq_len=128, lr=3e-3,
+                                  tokenizer=a.tokenizer)
+  config.seed = a.seed
+  config.train.log_every = 10
+  config.train.eval_every = 100
+  config.checkpoint.every_steps = 100
+  config.data.cache_in_memory = True
+  return config_lib.lock(config)

@@ -1,0 +1,264 @@
+"""A LLaMA-style decoder-only language model (LLaMA 1–3, Mistral, Qwen2 architecture).
+
+Pre-norm blocks `x + Attn(RMSNorm(x))`, `x + SwiGLU(RMSNorm(x))`, rotary position
+embeddings (RoPE), grouped-query attention (`num_kv_heads` ≤ `num_heads`), optional
+q/k/v biases (Qwen2), tied or untied input/output embeddings.
+
+Follows `transformers`' `models/llama/modeling_llama.py` numerically, so Hugging Face
+checkpoints load without permuting weights (`effcomp.models.lm.hf`):
+  * RMSNorm: `w · x / sqrt(mean(x²) + eps)`, computed in float32 (`LlamaRMSNorm`).
+  * RoPE in the "rotate half" layout: the rotated pairs are (i, i + head_dim/2), with
+    `inv_freq = theta^(-2i/head_dim)` (`LlamaRotaryEmbedding`, `apply_rotary_pos_emb`).
+  * SwiGLU: `down(silu(gate(x)) · up(x))` (`LlamaMLP`).
+  * Attention: softmax(q·kᵀ/√head_dim + causal mask) in float32; each group of
+    `num_heads / num_kv_heads` query heads shares one key/value head (`repeat_kv`).
+
+Every weight carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `norm`)
+so the foundation trainer shards it on any (data, fsdp, tensor) mesh. Projections are
+2-D kernels `[in, out]` (HF's `nn.Linear` weight transposed), the layout the
+post-training quantizers and binarizers work on.
+
+Incremental decoding: `init_cache(batch, max_len)` gives an empty key/value cache;
+`apply(params, tokens, cache=cache)` returns `(logits, cache)` with the new tokens'
+keys/values written at positions `cache['index'] …` (see `generate.py`). Hidden states
+after each block are sown into the 'intermediates' collection (`hidden`) for
+feature distillation.
+"""
+
+from typing import Any, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effcomp.registry import MODELS
+
+Cache = Dict[str, Any]  # {'index': int32 [], 'layers': ({'k': [B,S,KV,D], 'v': …}, …)}
+INIT_STD = 0.02  # HF `initializer_range`: normal(0, 0.02) for every weight matrix.
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+  """`scale · x / sqrt(mean(x²) + eps)`, in float32, returned in `x.dtype`."""
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (scale.astype(jnp.float32) * x32).astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (x.shape[-1],), jnp.float32)
+    return rms_norm(x, scale, self.eps)
+
+
+def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> Tuple[jax.Array, jax.Array]:
+  """cos, sin of shape [..., head_dim] for integer `positions` [...] (rotate-half layout)."""
+  if head_dim % 2:
+    raise ValueError(f"head_dim={head_dim}: RoPE needs an even head dimension")
+  inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  angles = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Rotates `x` [B, T, H, D] by the angles of `cos`/`sin` [B, T, D] (pairs i, i+D/2)."""
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  out = x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  return out.astype(x.dtype)
+
+
+def linear(features: int, axes: Tuple[str, str], use_bias: bool, dtype, name: str) -> nn.Dense:
+  """A Dense layer with kernel [in, out] named by `axes`, normal(0.02) init, zero bias."""
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_positions: jax.Array,
+                     k_positions: jax.Array) -> jax.Array:
+  """Grouped-query causal attention.
+
+  Args:
+    q: [B, T, H, D]; k, v: [B, S, KV, D] with H a multiple of KV.
+    q_positions: [B, T] absolute positions of the queries; k_positions: [S] of the keys.
+      Query t sees key s iff k_positions[s] ≤ q_positions[t] (cache slots not yet
+      written have positions beyond every query and stay invisible).
+
+  Returns:
+    [B, T, H, D] in q's dtype; scores and softmax in float32.
+  """
+  b, t, h, d = q.shape
+  kv = k.shape[2]
+  if h % kv:
+    raise ValueError(f"num_heads={h} is not a multiple of num_kv_heads={kv}")
+  q = q.reshape(b, t, kv, h // kv, d)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  scores = scores / jnp.sqrt(jnp.float32(d))
+  visible = k_positions[None, None, None, None, :] <= q_positions[:, None, None, :, None]
+  scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
+  return out.reshape(b, t, h, d)
+
+
+class Attention(nn.Module):
+  """Multi-head (grouped-query) self-attention with RoPE and an optional KV cache."""
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  rope_theta: float
+  qkv_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, cache: Optional[Dict[str, jax.Array]] = None,
+               index: Optional[jax.Array] = None):
+    b, t, embed = x.shape
+    h, kv, d = self.num_heads, self.num_kv_heads, self.head_dim
+    q = linear(h * d, ("embed", "heads"), self.qkv_bias, self.dtype, "q")(x).reshape(b, t, h, d)
+    k = linear(kv * d, ("embed", "kv"), self.qkv_bias, self.dtype, "k")(x).reshape(b, t, kv, d)
+    v = linear(kv * d, ("embed", "kv"), self.qkv_bias, self.dtype, "v")(x).reshape(b, t, kv, d)
+    cos, sin = rope_angles(positions, d, self.rope_theta)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if cache is None:
+      k_positions = jnp.arange(t)
+    else:
+      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, index, 0, 0))
+      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, index, 0, 0))
+      cache = {"k": k, "v": v}
+      k_positions = jnp.arange(k.shape[1])
+      k, v = k.astype(self.dtype), v.astype(self.dtype)
+    out = causal_attention(q, k, v, positions, k_positions).reshape(b, t, h * d)
+    return linear(embed, ("heads", "embed"), False, self.dtype, "o")(out), cache
+
+
+class SwiGLU(nn.Module):
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    gate = linear(self.mlp_dim, ("embed", "mlp"), False, self.dtype, "gate")(x)
+    up = linear(self.mlp_dim, ("embed", "mlp"), False, self.dtype, "up")(x)
+    return linear(x.shape[-1], ("mlp", "embed"), False, self.dtype, "down")(nn.silu(gate) * up)
+
+
+class Block(nn.Module):
+  """x + Attention(RMSNorm(x)); x + SwiGLU(RMSNorm(x))."""
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  rope_theta: float
+  norm_eps: float
+  qkv_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, cache=None, index=None):
+    attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
+                     self.qkv_bias, self.dtype, name="attn")
+    y, cache = attn(RMSNorm(self.norm_eps, name="attn_norm")(x), positions, cache, index)
+    x = x + y
+    x = x + SwiGLU(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(self.norm_eps, name="mlp_norm")(x))
+    return x, cache
+
+
+@MODELS.register("llama")
+class Llama(nn.Module):
+  """LLaMA-style decoder LM: tokens [B, T] int → logits [B, T, vocab_size] float32.
+
+  Attributes:
+    vocab_size: rows of the embedding table (≥ the tokenizer's vocabulary).
+    num_layers, embed_dim, num_heads: depth, width, query heads.
+    num_kv_heads: key/value heads (grouped-query attention); 0 = num_heads.
+    head_dim: per-head width; 0 = embed_dim // num_heads.
+    mlp_dim: SwiGLU hidden width; 0 = LLaMA's rule, 8/3·embed_dim rounded up to 64.
+    rope_theta, norm_eps: RoPE base, RMSNorm epsilon.
+    tie_embeddings: output projection = embedding matrixᵀ (no separate lm_head).
+    qkv_bias: biases on q/k/v (Qwen2).
+    remat: recompute each block in the backward pass (activation memory of one block).
+    dtype: compute dtype; parameters stay float32.
+  """
+  vocab_size: int = 4096
+  num_layers: int = 4
+  embed_dim: int = 256
+  num_heads: int = 4
+  num_kv_heads: int = 0
+  head_dim: int = 0
+  mlp_dim: int = 0
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  qkv_bias: bool = False
+  remat: bool = False
+  dtype: str = "float32"
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def dims_per_head(self) -> int:
+    return self.head_dim or self.embed_dim // self.num_heads
+
+  @property
+  def hidden_dim(self) -> int:
+    return self.mlp_dim or -(-(8 * self.embed_dim // 3) // 64) * 64
+
+  def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> Cache:
+    """An empty cache for `batch_size` sequences of up to `max_len` tokens."""
+    shape = (batch_size, max_len, self.kv_heads, self.dims_per_head)
+    layer = lambda: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    return {"index": jnp.zeros((), jnp.int32), "layers": tuple(layer() for _ in range(self.num_layers))}
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
+               cache: Optional[Cache] = None):
+    """Logits [B, T, vocab] (float32); with `cache`, `(logits, updated cache)`.
+
+    Args:
+      tokens: [B, T] token ids.
+      positions: [B, T] positions; default `arange(T)` (plus `cache['index']`).
+      cache: from `init_cache`; the tokens are written at `cache['index']` onwards.
+    """
+    if self.embed_dim % self.num_heads and not self.head_dim:
+      raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
+                       "set head_dim")
+    b, t = tokens.shape
+    index = None if cache is None else cache["index"]
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t)[None] + (0 if index is None else index), (b, t))
+    embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(INIT_STD), ("vocab", "embed")))
+    x = embed(tokens)
+    block_cls = nn.remat(Block) if self.remat else Block
+    new_layers = []
+    for i in range(self.num_layers):
+      block = block_cls(self.num_heads, self.kv_heads, self.dims_per_head, self.hidden_dim,
+                        self.rope_theta, self.norm_eps, self.qkv_bias, self.dtype, name=f"layers_{i}")
+      x, layer_cache = block(x, positions, None if cache is None else cache["layers"][i], index)
+      new_layers.append(layer_cache)
+      self.sow("intermediates", "hidden", x)
+    x = RMSNorm(self.norm_eps, name="final_norm")(x)
+    if self.tie_embeddings:
+      logits = embed.attend(x)
+    else:
+      logits = linear(self.vocab_size, ("embed", "vocab"), False, self.dtype, "lm_head")(x)
+    logits = logits.astype(jnp.float32)
+    if cache is None:
+      return logits
+    return logits, {"index": index + t, "layers": tuple(new_layers)}
+
+
+def num_params(params) -> int:
+  """Number of scalars in a (possibly boxed) parameter tree."""
+  return sum(x.size for x in jax.tree.leaves(nn.unbox(params)))
+
