@@ -25,9 +25,8 @@ def machine() -> Dict[str, Any]:
 
 
 def _fmt(v: Any) -> str:
-  if isinstance(v, float):
-    return f"{v:.4g}"
-  return str(v)
+  text = f"{v:.4g}" if isinstance(v, float) else str(v)
+  return text.replace("|", "\\|")  # a literal | would end the markdown cell
 
 
 def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str], *,

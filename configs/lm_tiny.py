@@ -1,4 +1,4 @@
-"""A 5.3 M-parameter LLaMA-style LM pretrained on the embedded Python-docs corpus.
+"""A 5.0 M-parameter LLaMA-style LM pretrained on the embedded Python-docs corpus.
 
 The CPU-sized language model the LLM compression work (post-training quantization,
 progressive binarization) measures on: 4 blocks, width 256, 4 query / 2 key-value heads

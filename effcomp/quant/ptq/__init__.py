@@ -1,0 +1,1 @@
+"""Post-training quantization of language models: RTN, GPTQ, SmoothQuant, AWQ, CBQ."""
