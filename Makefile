@@ -34,6 +34,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/trainer.py
 	$(PY) benchmarks/bnn.py
 	$(PY) benchmarks/lm.py
+	$(PY) benchmarks/ptq.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

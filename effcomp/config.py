@@ -190,3 +190,13 @@ def load(spec: str, **overrides: Any) -> ml_collections.ConfigDict:
       raise ValueError(f"config override {key!r}: no such field")
     node[leaf] = value
   return config
+
+
+def from_workdir(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run recorded in `workdir/config.json`, locked."""
+  import json
+  from etils import epath
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"workdir={workdir!r}: no config.json (not the workdir of an effcomp run)")
+  return lock(ml_collections.ConfigDict(json.loads(path.read_text())))

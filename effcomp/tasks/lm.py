@@ -24,6 +24,7 @@ student of equal depth and width.
 """
 
 import os
+from typing import Optional
 
 import flax
 import jax
@@ -155,13 +156,16 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       files={TOKENIZER_FILE: tok.to_json()})
 
 
-def restore(config: ml_collections.ConfigDict, workdir: str):
+def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
   """(model, params, tokenizer) of the newest checkpoint of the LM run in `workdir`.
 
-  Reads no dataset: the model comes from `config.model`, the tokenizer from the run's
-  `tokenizer.json`, the params from its checkpoints (sharded over `config.mesh`).
+  Reads no dataset: the model comes from `config.model` (None: the config the run
+  recorded in its workdir), the tokenizer from the run's `tokenizer.json`, the params
+  from its checkpoints (sharded over `config.mesh`).
   """
+  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
   from effcomp.train import checkpoint, sharding, state, trainer  # pylint: disable=g-import-not-at-top
+  config = config or config_lib.from_workdir(workdir)
   path = os.path.join(workdir, TOKENIZER_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--workdir={workdir!r}: no {TOKENIZER_FILE}; expected the workdir "

@@ -1,0 +1,69 @@
+"""GPTQ's layer Hessian H = 2/N Σᵢ xᵢxᵢᵀ, accumulated over calibration batches.
+
+For a linear layer y = x W, the layer-wise objective ‖X W − X Ŵ‖²/N has Hessian
+H = 2/N XᵀX in each output column of W (Frantar et al. 2023, eq. 1–2). We follow the
+reference IST-DASLab/gptq `gptq.py` `GPTQ.add_batch`: on each batch the running H is
+rescaled by N_old/N_new, then (√(2/N_new)·X)ᵀ(√(2/N_new)·X) is added, so that after any
+sequence of batches H = 2/N XᵀX over all rows seen. The matmul runs at full float32
+precision (the reference turns TF32 off).
+
+Deviation: N counts rows — tokens of `x.reshape(-1, in)` — where the reference counts
+`inp.shape[0]` (sequences of a [batch, seq, in] input; 1 for a 2-D input), which makes
+its H seq_len times ours. GPTQ's result does not depend on that scale (its damping is
+relative to mean diag H), but its reported error does: with N counting tokens, the error
+of `gptq.gptq_quantize` is the mean squared output error per token, ‖X W − X Ŵ‖²/N
+(plus the damping term).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class HessianState(NamedTuple):
+  """Running GPTQ Hessian of one layer's inputs.
+
+  Attributes:
+    hessian: [in, in] float32, 2/N XᵀX over the N rows seen so far.
+    count: [] int32, N.
+  """
+  hessian: Array
+  count: Array
+
+
+def init(n_in: int) -> HessianState:
+  """An empty accumulator for a layer with `n_in` input features."""
+  if n_in < 1:
+    raise ValueError(f"n_in={n_in}: expected a positive number of input features")
+  return HessianState(jnp.zeros((n_in, n_in), jnp.float32), jnp.zeros((), jnp.int32))
+
+
+@jax.jit
+def update(state: HessianState, x: Array) -> HessianState:
+  """Adds the rows of `x` [..., in] to the running H = 2/N Σᵢ xᵢxᵢᵀ (pure; jitted).
+
+  Args:
+    state: from `init` or a previous `update`.
+    x: the layer's inputs, any leading shape (e.g. [batch, tokens, in]).
+
+  Returns:
+    The new state: H rescaled by N_old/N_new, plus 2/N_new · XᵀX.
+  """
+  n_in = state.hessian.shape[0]
+  if x.shape[-1:] != (n_in,):
+    raise ValueError(f"x of shape {x.shape}: expected [..., {n_in}] (the layer's inputs)")
+  rows = x.reshape(-1, n_in).astype(jnp.float32)
+  count = state.count + rows.shape[0]
+  safe = jnp.maximum(count, 1)  # no rows seen yet and an empty batch: H stays 0
+  rows = jnp.sqrt(2.0 / safe) * rows
+  hessian = (state.hessian * (state.count / safe)
+             + jnp.matmul(rows.T, rows, precision=jax.lax.Precision.HIGHEST))
+  return HessianState(hessian, count)
+
+
+def from_inputs(x: Array) -> Array:
+  """H = 2/N XᵀX [in, in] of the rows of `x` [..., in] in one go."""
+  return update(init(x.shape[-1]), x).hessian
