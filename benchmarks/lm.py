@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_integer("steps", 500, "lm_tiny training steps (the config's budget).")
 flags.DEFINE_integer("repeats", 3, "Interleaved timing repeats of the embedding throughput.")
-flags.DEFINE_string("workdir", os.path.join(ROOT, "workdirs", "bench_lm_tiny"),
+flags.DEFINE_string("lm_workdir", os.path.join(ROOT, "workdirs", "bench_lm_tiny"),
                     "Where lm_tiny is trained (emptied first; kept for benchmarks/ptq.py).")
 FLAGS = flags.FLAGS
 
@@ -46,7 +46,7 @@ SENTENCES = [
 
 
 def pretrain(steps):
-  """Trains lm_tiny in `--workdir`; returns (rows, sample text)."""
+  """Trains lm_tiny in `--lm_workdir`; returns (rows, sample text)."""
   from effcomp import config as config_lib
   from effcomp.models.lm import llama
   from effcomp.tasks import lm
@@ -55,7 +55,7 @@ def pretrain(steps):
   from sample import sample_texts  # pylint: disable=g-import-not-at-top
   config = config_lib.load(f"configs/lm_tiny.py:steps={steps}",
                            **{"train.progress_bar": False, "checkpoint.async_save": True})
-  workdir = FLAGS.workdir
+  workdir = FLAGS.lm_workdir
   shutil.rmtree(workdir, ignore_errors=True)
   summary = trainer.train_and_evaluate(config, workdir)
   shutil.copyfile(summary["curves"], os.path.join(ROOT, CURVES))
