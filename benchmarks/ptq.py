@@ -40,13 +40,12 @@ def _options(method, **extra):
 
 
 def _lm_workdir():
+  """The lm_tiny run, trained to its full budget (resumed if cut short; a no-op if done)."""
   from effcomp import config as config_lib
-  from effcomp.train import checkpoint, trainer
-  workdir = FLAGS.lm_workdir
-  if checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() is None:
-    trainer.train_and_evaluate(config_lib.load("configs/lm_tiny.py",
-                                               **{"train.progress_bar": False}), workdir)
-  return workdir
+  from effcomp.train import trainer
+  trainer.train_and_evaluate(config_lib.load("configs/lm_tiny.py", **{"train.progress_bar": False}),
+                             FLAGS.lm_workdir)
+  return FLAGS.lm_workdir
 
 
 def lm_rows():

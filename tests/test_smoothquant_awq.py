@@ -264,3 +264,13 @@ def test_awq_pipeline_scale_then_clip_beats_rtn(salient_problem):
 def test_bad_arguments_raise_value_errors_naming_them(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_clip_search_handles_a_shorter_last_group():
+  x = jax.random.normal(jax.random.key(0), (128, 100))
+  w = jax.random.normal(jax.random.key(1), (100, 8)) * 0.1
+  spec = QuantSpec(3, False, "group", 32)
+  ratio = awq.search_clip(x, w, spec)
+  assert ratio.shape == (4, 1, 8)
+  err = lambda r: float(jnp.sum((x @ w - x @ quantize_weight(w, spec, r)) ** 2))
+  assert err(ratio) <= err(1.0) + 1e-6

@@ -168,9 +168,6 @@ def search_clip(x: Array, w: Array, spec: QuantSpec, grid: int = 20, max_shrink:
     raise ValueError(f"spec.granularity={spec.granularity!r}: expected 'channel' or 'group' "
                      "(a clip ratio per output channel and group)")
   group_size = spec.group_size if spec.granularity == "group" else n_in
-  if n_in % group_size:
-    raise ValueError(f"w of shape {w.shape}: {n_in} input rows are not divisible by "
-                     f"group_size={group_size}")
   if not isinstance(grid, int) or grid < 1:
     raise ValueError(f"grid={grid!r}: expected a positive number of ratio steps")
   if not 0.0 <= max_shrink < 1.0:
@@ -182,6 +179,8 @@ def search_clip(x: Array, w: Array, spec: QuantSpec, grid: int = 20, max_shrink:
   x = _tokens(x, n_in)
   if n_sample_tokens is not None:
     x = x[::max(1, x.shape[0] // n_sample_tokens)]
+  pad = -n_in % group_size  # a shorter last group: zero rows/columns change no range or output
+  w, x = jnp.pad(w, ((0, pad), (0, 0))), jnp.pad(x, ((0, 0), (0, pad)))
   return _search_clip(x, w.astype(jnp.float32), clip_candidates(grid, max_shrink), spec,
                       group_size, min(out_batch_size, w.shape[1]))
 
