@@ -170,6 +170,7 @@ def _step_and_offsets(w: Array, const: Dict[str, Array], learn: Dict[str, Array]
   and g = 1 the soft weight is w itself and the hard rounding is round-to-nearest at s.
   """
   scale = const["scale"] * jnp.exp(learn["log_step"]) if "log_step" in learn else const["scale"]
+  scale = _rows(scale, const["group_of_row"])
   if "a1" not in learn:
     return scale, None
   base = None
@@ -178,17 +179,20 @@ def _step_and_offsets(w: Array, const: Dict[str, Array], learn: Dict[str, Array]
   return scale, lora_rounding.h(learn["a1"], learn["a2"], base, learn.get("gain"))
 
 
+def _rows(x: Array, group_of_row: Array) -> Array:
+  """A per-group [groups, 1, out] (or [1, 1, 1]) quantity as one row per input row [in, out];
+  row r takes group `group_of_row[r]` (groups may be shorter at the end)."""
+  return x[group_of_row][:, 0, :]
+
+
 def _fake_quant_kernel(w: Array, const: Dict[str, Array], learn: Dict[str, Array],
                        spec: fq.QuantSpec, hard: bool) -> Array:
   """Kernel w [in, out] fake-quantized with its (learned) step and rounding."""
   scale, rounding = _step_and_offsets(w, const, learn)
-  view = w.astype(jnp.float32).reshape(scale.shape[0], -1, scale.shape[-1])
-  if rounding is not None:
-    if hard:
-      rounding = (rounding >= 0.5).astype(jnp.float32)
-    rounding = rounding.reshape(view.shape)
-  w_hat = fq.fake_quant_with(view, scale, const["zero"], spec, rounding)
-  return w_hat.reshape(w.shape).astype(w.dtype)
+  if rounding is not None and hard:
+    rounding = (rounding >= 0.5).astype(jnp.float32)
+  zero = _rows(const["zero"], const["group_of_row"])
+  return fq.fake_quant_with(w.astype(jnp.float32), scale, zero, spec, rounding).astype(w.dtype)
 
 
 def _window_offsets(fp_params, consts, learn, paths) -> List[Array]:
@@ -310,14 +314,16 @@ def _init_block(params: Params, paths, spec, config: CBQConfig, key):
   for path in paths:
     w = blocks_lib.get_path(params, path)
     scale, zero = fq.weight_scale_and_zero(w, spec)
-    consts[path], learn[path] = {"scale": scale, "zero": zero}, {}
+    group_size = spec.group_size if spec.granularity == "group" else w.shape[0]
+    group_of_row = jnp.minimum(jnp.arange(w.shape[0]) // group_size, scale.shape[0] - 1)
+    consts[path], learn[path] = {"scale": scale, "zero": zero, "group_of_row": group_of_row}, {}
     if config.learn_step:
       learn[path]["log_step"] = jnp.zeros_like(scale)
     if config.lora_rounding:
       key, sub = jax.random.split(key)
       offset = config.rounding_init == "offset"
       learn[path]["a1"], learn[path]["a2"] = lora_rounding.init(
-          w, scale, config.rank, sub, method="lora" if offset else "svd")
+          w, _rows(scale, group_of_row), config.rank, sub, method="lora" if offset else "svd")
       if offset:
         learn[path]["gain"] = jnp.ones((1, w.shape[1]), jnp.float32)
   return consts, learn
