@@ -35,6 +35,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/bnn.py
 	$(PY) benchmarks/lm.py
 	$(PY) benchmarks/ptq.py
+	$(PY) benchmarks/binaryllm.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

@@ -57,3 +57,14 @@ def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str]
   with open(os.path.join(ROOT, "docs", "results", f"{topic}.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   return record
+
+
+def trained_lm_tiny(workdir: str) -> str:
+  """The lm_tiny run in `workdir`, trained to its full budget by `configs/lm_tiny.py`
+  (resumed if cut short; a no-op if finished): the model the LLM-compression benchmarks
+  start from."""
+  from effcomp import config as config_lib
+  from effcomp.train import trainer
+  trainer.train_and_evaluate(config_lib.load("configs/lm_tiny.py", **{"train.progress_bar": False}),
+                             workdir)
+  return workdir

@@ -41,18 +41,10 @@ def _options(method, **extra):
   return {**ptq_config.OPTIONS[method], **extra}
 
 
-def _lm_workdir():
-  """The lm_tiny run, trained to its full budget (resumed if cut short; a no-op if done)."""
-  from effcomp import config as config_lib
-  from effcomp.train import trainer
-  trainer.train_and_evaluate(config_lib.load("configs/lm_tiny.py", **{"train.progress_bar": False}),
-                             FLAGS.lm_workdir)
-  return FLAGS.lm_workdir
-
-
 def lm_rows():
+  from benchmarks import common
   from effcomp.quant.ptq import run
-  src = run.load_lm(_lm_workdir(), FLAGS.calib_samples)
+  src = run.load_lm(common.trained_lm_tiny(FLAGS.lm_workdir), FLAGS.calib_samples)
   _, _, fp = run.quantize_lm(src, "fp", "w16a16", {})
   rows = [{"model": "lm_tiny", "setting": "fp", "method": "fp", "perplexity": fp["perplexity"],
            "seconds": 0.0}]

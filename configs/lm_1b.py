@@ -21,13 +21,11 @@ scale and the starting point for a larger corpus, not a compute-optimal run.
 from effcomp import config as config_lib
 from effcomp import recipes
 
-MODEL = {"vocab_size": 32768, "num_layers": 22, "embed_dim": 2048, "num_heads": 32,
-         "num_kv_heads": 4, "mlp_dim": 5632, "tie_embeddings": False, "remat": True}
-
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, data="wikitext103", steps=2000, seed=0)
-  config = recipes.lm_pretraining(MODEL, steps=a.steps, batch_size=512, seq_len=2048, lr=4e-4,
+  config = recipes.lm_pretraining(recipes.LM_1B, steps=a.steps, batch_size=512,
+                                  seq_len=2048, lr=4e-4,
                                   tokenizer_vocab=32768, data_name=a.data)
   config.seed = a.seed
   config.train.compute_dtype = "bfloat16"

@@ -19,14 +19,11 @@ perplexity after every 100 steps and the curves).
 from effcomp import config as config_lib
 from effcomp import recipes
 
-MODEL = {"vocab_size": 4096, "num_layers": 4, "embed_dim": 256, "num_heads": 4,
-         "num_kv_heads": 2, "mlp_dim": 704, "tie_embeddings": False}
-
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, steps=500, tokenizer="bpe", seed=0)
-  config = recipes.lm_pretraining(MODEL, steps=a.steps, batch_size=32, seq_len=128, lr=3e-3,
-                                  tokenizer=a.tokenizer)
+  config = recipes.lm_pretraining(recipes.LM_TINY, steps=a.steps, batch_size=32,
+                                  seq_len=128, lr=3e-3, tokenizer=a.tokenizer)
   config.seed = a.seed
   config.train.log_every = 10
   config.train.eval_every = 100

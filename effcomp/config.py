@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
   c.eval.use_ema = False
+  c.eval.at_start = False  # also evaluate a fresh run before its first step (step 0)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # sgd | adam | adamw | lamb
@@ -80,7 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
   # recipe; used only when this workdir has no checkpoint yet.
   c.init = ml_collections.ConfigDict({"workdir": ""})
 
-  # A frozen teacher for distillation tasks: the workdir of a finished run and its model.
+  # A frozen teacher for distillation tasks: the workdir of a finished run and its model
+  # (an empty model name: the model that run recorded in its config.json).
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""
   c.teacher.model = ml_collections.ConfigDict({"name": ""})

@@ -9,6 +9,12 @@ from effcomp import config as config_lib
 from effcomp.quant import binary
 from effcomp.tasks import classification
 
+# Language-model architectures several configs share (configs/lm_*.py, configs/binaryllm_*.py).
+LM_TINY = {"vocab_size": 4096, "num_layers": 4, "embed_dim": 256, "num_heads": 4,
+           "num_kv_heads": 2, "mlp_dim": 704, "tie_embeddings": False}
+LM_1B = {"vocab_size": 32768, "num_layers": 22, "embed_dim": 2048, "num_heads": 32,
+         "num_kv_heads": 4, "mlp_dim": 5632, "tie_embeddings": False, "remat": True}
+
 CIFAR10_TRAIN_EXAMPLES = 50_000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
@@ -93,4 +99,34 @@ def lm_pretraining(model: dict, *, steps: int, batch_size: int, seq_len: int, lr
   config.optimizer.warmup_steps = max(1, steps // 20)
   config.optimizer.end_lr_factor = 0.1
   config.optimizer.grad_clip_norm = 1.0
+  return config
+
+
+def binary_lm_qat(model: dict, *, teacher_workdir: str, method: str, dual_scaling: bool,
+                  binary_init: bool, steps: int, batch_size: int, seq_len: int, lr: float,
+                  num_phases: int = 20, tokenizer_vocab: int = 4096,
+                  data_name: str = "python_docs") -> ml_collections.ConfigDict:
+  """A 1-bit student of the FP LM in `teacher_workdir`, trained by distillation.
+
+  The student is `model` with `binarizer=method` (`effcomp.quant.progressive`), starting
+  from the teacher's weights (`init_from_teacher`; binary-aware initialization of the dual
+  scales when `binary_init`), trained with OneBit's loss: T=1 logit KL + normalized
+  hidden-state MSE from the frozen teacher (Xu et al. 2024, eq. 8–10: α = 1, no
+  ground-truth CE), AdamW without weight decay (the latent weights' magnitude is their
+  distance to a sign flip), 5% warmup, cosine to 10%, clipping at 1.0. The teacher's
+  tokenizer is used.
+  """
+  from effcomp.quant import progressive  # pylint: disable=g-import-not-at-top
+  if method not in progressive.METHODS[1:]:
+    raise ValueError(f"config argument method={method!r}: expected one of {progressive.METHODS[1:]}")
+  if not teacher_workdir:
+    raise ValueError("config argument teacher: the workdir of the full-precision LM run")
+  config = lm_pretraining(model, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                          tokenizer=f"{teacher_workdir.rstrip('/')}/tokenizer.json",
+                          tokenizer_vocab=tokenizer_vocab, data_name=data_name)
+  config.model.update(binarizer=method, binarizer_phases=num_phases, dual_scaling=dual_scaling)
+  config.teacher.workdir = teacher_workdir  # its recorded model is the teacher
+  config.task.update(ce_weight=0.0, kd_weight=1.0, hidden_weight=1.0, init_from_teacher=True,
+                     binary_init_steps=50 if binary_init else 0)
+  config.optimizer.weight_decay = 0.0
   return config

@@ -2,6 +2,11 @@
 
   python experiments/export.py --config=configs/bnn_digits.py:model=vgg_small,method=adabin \\
       --workdir=workdirs/bnn_digits [--output=workdirs/bnn_digits/packed]
+  python experiments/export.py --config=configs/binaryllm_tiny.py --workdir=workdirs/lm_tiny_1bit
+
+A language model (`config.task.name == 'lm'` with a `binarizer`) is packed by
+`effcomp.quant.binary_pack` and its validation perplexity compared before and after
+(`export_run.export_binary_lm_and_check`). For classification runs:
 
 Restores the newest params and BatchNorm statistics of the run in `--workdir`, packs every
 binary layer, saves the packed model to `--output` (default `<workdir>/packed`), evaluates
@@ -28,8 +33,12 @@ def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
   output = FLAGS.output or os.path.join(FLAGS.workdir or "", "packed")
-  cli.run(lambda _: print(export_run.format_summary(
-      export_run.export_and_check(FLAGS.config, FLAGS.workdir, output))))
+  if FLAGS.config.task.name == "lm":
+    cli.run(lambda _: print(export_run.format_lm_summary(
+        export_run.export_binary_lm_and_check(FLAGS.workdir, output))))
+  else:
+    cli.run(lambda _: print(export_run.format_summary(
+        export_run.export_and_check(FLAGS.config, FLAGS.workdir, output))))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Export a trained classification run to a bit-packed model, and check it against the float one.
+"""Export a trained binary run to a bit-packed model, and check it against the float one.
+
+Classification runs (binary CNNs) and 1-bit LMs (`export_binary_lm_and_check`).
 
 `export_and_check` restores the newest params and BatchNorm statistics of a run, packs every
 binary layer (`effcomp.quant.export`), saves the packed model, evaluates the packed and the
@@ -74,6 +76,40 @@ def export_and_check(config, workdir: str, output: str, timing_repeats: int = 10
               agreement=agree / n, max_logit_diff=max_diff, layers=len(packed.specs),
               batch=int(timing_images.shape[0]), packed_s=packed_s, float_s=float_s,
               output=output, **export.size_report(packed, variables))
+
+
+def export_binary_lm_and_check(workdir: str, output: str) -> dict:
+  """Packs the 1-bit LM run in `workdir` (`binary_pack`) into `<output>/model.npz` (plus its
+  tokenizer), reloads it, and measures the validation perplexity of the trained model (its
+  final 1-bit weights) and of the reloaded packed one (`format_lm_summary`)."""
+  from effcomp.quant import binary_pack, pack_int  # pylint: disable=g-import-not-at-top
+  from effcomp.quant.ptq import evaluate, run  # pylint: disable=g-import-not-at-top
+  from effcomp.tasks import lm  # pylint: disable=g-import-not-at-top
+  src = run.load_lm(workdir, num_samples=1)
+  out = epath.Path(output)
+  out.mkdir(parents=True, exist_ok=True)
+  path = str(out / "model.npz")
+  pack_int.save(path, jax.device_get(binary_pack.pack_model(src.model, src.params)))
+  (out / lm.TOKENIZER_FILE).write_text(src.tokenizer.to_json())
+  float_model, float_params = binary_pack.unpack(src.model, pack_int.load(path))
+  ppl = lambda m, p: evaluate.perplexity(m, p, src.eval_rows, src.tokenizer.pad_id)
+  packed_bytes, float_bytes = binary_pack.nbytes(pack_int.load(path))
+  return dict(trained_perplexity=ppl(src.model, src.params),
+              packed_perplexity=ppl(float_model, float_params), binarizer=src.model.binarizer,
+              packed_bytes=packed_bytes, float_bytes=float_bytes, output=path)
+
+
+def format_lm_summary(s: dict) -> str:
+  return "\n".join([
+      "",
+      "effcomp 1-bit LM export summary",
+      f"  binarizer             {s['binarizer']}",
+      f"  trained perplexity    {s['trained_perplexity']:.4f} (final 1-bit weights)",
+      f"  packed perplexity     {s['packed_perplexity']:.4f}",
+      f"  binarized layers      float32 {s['float_bytes'] / 1e6:.3f} MB, packed "
+      f"{s['packed_bytes'] / 1e6:.3f} MB ({s['float_bytes'] / s['packed_bytes']:.1f}x)",
+      f"  packed model          {s['output']}",
+  ])
 
 
 def format_summary(s: dict) -> str:

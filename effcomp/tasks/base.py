@@ -22,8 +22,12 @@ Variables = Dict[str, Any]
 #   (e.g. estimator annealing) be functions of the step, never hidden state.
 LossFn = Callable[[Any, Any, Batch, jax.Array, Optional[Variables], jax.Array],
                   Tuple[jax.Array, Tuple[Any, Dict[str, jax.Array]]]]
-# eval_fn(params, model_state, batch) -> clu Collection (masked by batch['mask'])
-EvalFn = Callable[[Any, Any, Batch], clu_metrics.Collection]
+# eval_fn(params, model_state, batch, step) -> clu Collection (masked by batch['mask']);
+#   `step` (int32 scalar) is the train state's, for models whose forward follows a schedule.
+EvalFn = Callable[[Any, Any, Batch, jax.Array], clu_metrics.Collection]
+# warm_start(params, teacher_variables) -> (params, {name: float}): run once when a run
+#   starts fresh (no checkpoint to resume), e.g. a student initialized from its teacher.
+WarmStartFn = Callable[[Any, Optional[Variables]], Tuple[Any, Dict[str, float]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Task:
     files: {file name: text} the run needs later (e.g. the tokenizer that sampling
       reads); the trainer writes them into the workdir and refuses to resume or evaluate
       a workdir whose copies differ.
+    warm_start: see `WarmStartFn`, or None; its numbers are logged at step 0.
   """
   model: nn.Module
   init_fn: Callable[[jax.Array, Batch], Variables]
@@ -65,6 +70,7 @@ class Task:
   summary_metric: str = "loss"
   teacher_init_fn: Optional[Callable[[jax.Array, Batch], Variables]] = None
   files: Dict[str, str] = dataclasses.field(default_factory=dict)
+  warm_start: Optional[WarmStartFn] = None
 
 
 def task_config(config: ml_collections.ConfigDict,

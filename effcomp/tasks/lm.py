@@ -21,6 +21,16 @@ model a binarized student starts from):
 The logit term is Hinton et al. 2015; the hidden-state term, on ℓ2-normalized hidden
 states after each block, is OneBit's (Xu et al. 2024, eq. 9) and needs teacher and
 student of equal depth and width.
+
+1-bit students (`config.model.binarizer`, `effcomp.quant.progressive`): the model gets
+`progress = min(step / binarize_steps, 1)` (binarize_steps 0: train.steps), the position
+in its binarization schedule. Evaluation reports the model as it computes at that step
+(`loss`, `perplexity`, `accuracy`) and its final 1-bit version (`*_1bit`, progress=None);
+they agree once the schedule reaches the sign. With `init_from_teacher`, a fresh run copies
+the teacher's weights into the student (`binary_init.copy_weights`) and, for the
+progressive binarizer with dual scaling, fits its scales by binary-aware initialization
+(`binary_init_steps` Adam steps at `binary_init_lr` on `binary_init_rows` training rows
+spread over the split; 0 steps skips it).
 """
 
 import os
@@ -30,10 +40,14 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from clu import metrics as clu_metrics
+from etils import epath
 
 from effcomp.data import packing, tokenizer as tokenizer_lib
+from effcomp.data.pipeline import read_batch
+from effcomp.quant import binary_init
 from effcomp.registry import TASKS
 from effcomp.tasks.base import Task, task_config
 
@@ -55,11 +69,24 @@ class EvalMetrics(clu_metrics.Collection):
   accuracy: clu_metrics.Average.from_output("correct")
 
 
+@flax.struct.dataclass
+class BinaryEvalMetrics(clu_metrics.Collection):
+  """EvalMetrics plus those of the final 1-bit weights (progress=None)."""
+  loss: clu_metrics.Average.from_output("loss")
+  perplexity: Perplexity.from_output("loss")
+  accuracy: clu_metrics.Average.from_output("correct")
+  loss_1bit: clu_metrics.Average.from_output("loss_1bit")
+  perplexity_1bit: Perplexity.from_output("loss_1bit")
+  accuracy_1bit: clu_metrics.Average.from_output("correct_1bit")
+
+
 def task_defaults() -> ml_collections.ConfigDict:
   """Fields `config.task` may hold for this task (set them in the config file)."""
   return ml_collections.ConfigDict({
       "name": "lm", "tokenizer": "bpe", "tokenizer_vocab": 4096, "seq_len": 256,
-      "ce_weight": 1.0, "kd_weight": 0.0, "kd_temperature": 1.0, "hidden_weight": 0.0})
+      "ce_weight": 1.0, "kd_weight": 0.0, "kd_temperature": 1.0, "hidden_weight": 0.0,
+      "binarize_steps": 0, "init_from_teacher": False, "binary_init_steps": 50,
+      "binary_init_lr": 0.05, "binary_init_rows": 16})
 
 
 def build_tokenizer(spec: str, vocab_size: int, train_source):
@@ -89,6 +116,14 @@ def masked_mean(values, weights):
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def _check_teacher_tokenizer(config, tok) -> None:
+  """A teacher's logits index its own vocabulary: refuse a student tokenizer that differs."""
+  path = epath.Path(config.teacher.workdir or ".") / TOKENIZER_FILE
+  if config.teacher.workdir and path.exists() and path.read_text() != tok.to_json():
+    raise ValueError(f"config.task.tokenizer={config.task.tokenizer!r} builds a tokenizer that "
+                     f"differs from the teacher's ({path}); use that file as the tokenizer")
+
+
 @TASKS.register("lm")
 def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
           teacher_model=None) -> Task:
@@ -98,15 +133,24 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     raise ValueError(f"config.task.seq_len={c.seq_len}: expected ≥ 1")
   if (c.kd_weight or c.hidden_weight) and teacher_model is None:
     raise ValueError("config.task.kd_weight/hidden_weight > 0 need a teacher: set "
-                     "config.teacher.workdir and config.teacher.model")
+                     "config.teacher.workdir")
   tok = build_tokenizer(c.tokenizer, c.tokenizer_vocab, train_source)
   if getattr(model, "vocab_size", tok.vocab_size) < tok.vocab_size:
     raise ValueError(f"config.model.vocab_size={model.vocab_size} is smaller than the "
                      f"tokenizer's vocabulary ({tok.vocab_size}, config.task.tokenizer="
                      f"{c.tokenizer!r})")
+  _check_teacher_tokenizer(config, tok)
+  if c.init_from_teacher and teacher_model is None:
+    raise ValueError("config.task.init_from_teacher needs a teacher: set config.teacher.workdir "
+                     "(its recorded model is the teacher)")
   pad_id = tok.pad_id
   train_rows, eval_rows = (packing.packed_source(s, tok, c.seq_len) for s in (train_source, eval_source))
   use_hidden = bool(c.hidden_weight)
+  binarized = getattr(model, "binarize", None) is not None
+  schedule_steps = c.binarize_steps or config.train.steps
+
+  def progress(step):
+    return jnp.minimum(step / schedule_steps, 1.0) if binarized else None
 
   def split(batch):
     tokens = batch["tokens"]
@@ -115,17 +159,21 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   def init_fn_for(module):
     return lambda rng, batch: module.init(rng, split(batch)[0])
 
-  def forward(module, variables, inputs):
+  def forward(module, variables, inputs, **kwargs):
     """(logits, hidden states after each block or None)."""
     if not use_hidden:
-      return module.apply(variables, inputs), None
-    logits, inter = module.apply(variables, inputs, mutable=["intermediates"])
+      return module.apply(variables, inputs, **kwargs), None
+    logits, inter = module.apply(variables, inputs, mutable=["intermediates"], **kwargs)
     return logits, inter["intermediates"]["hidden"]
 
+  def student_kwargs(step):
+    return {"progress": progress(step)} if binarized else {}
+
   def loss_fn(params, model_state, batch, rng, teacher_variables, step):
-    del rng, step
+    del rng
     inputs, targets, weights = split(batch)
-    logits, hidden = forward(model, {"params": params, **model_state}, inputs)
+    logits, hidden = forward(model, {"params": params, **model_state}, inputs,
+                             **student_kwargs(step))
     ce = masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets), weights)
     metrics = {"cross_entropy": ce,
                "accuracy": masked_mean(jnp.argmax(logits, -1) == targets, weights)}
@@ -140,20 +188,39 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
         loss += c.hidden_weight * metrics["hidden"]
     return loss, (dict(model_state), metrics)
 
-  def eval_fn(params, model_state, batch):
+  def token_outputs(variables, inputs, targets, **kwargs):
+    logits = model.apply(variables, inputs, **kwargs)
+    return (optax.softmax_cross_entropy_with_integer_labels(logits, targets),
+            (jnp.argmax(logits, -1) == targets).astype(jnp.float32))
+
+  def eval_fn(params, model_state, batch, step):
     inputs, targets, weights = split(batch)
-    logits = model.apply({"params": params, **model_state}, inputs)
+    variables = {"params": params, **model_state}
     mask = (weights > 0) & batch["mask"][:, None]
-    return EvalMetrics.single_from_model_output(
-        loss=optax.softmax_cross_entropy_with_integer_labels(logits, targets),
-        correct=(jnp.argmax(logits, -1) == targets).astype(jnp.float32), mask=mask)
+    loss, correct = token_outputs(variables, inputs, targets, **student_kwargs(step))
+    if not binarized:
+      return EvalMetrics.single_from_model_output(loss=loss, correct=correct, mask=mask)
+    loss_1bit, correct_1bit = token_outputs(variables, inputs, targets)
+    return BinaryEvalMetrics.single_from_model_output(
+        loss=loss, correct=correct, loss_1bit=loss_1bit, correct_1bit=correct_1bit, mask=mask)
+
+  def warm_start(params, teacher_variables):
+    params = binary_init.copy_weights(params, teacher_variables["params"])
+    spec = getattr(model, "binarize", None)
+    if spec is None or not spec.has_scales or not c.binary_init_steps:
+      return params, {}
+    rows = np.linspace(0, len(train_rows) - 1, min(c.binary_init_rows, len(train_rows)))
+    tokens = jnp.asarray(read_batch(train_rows, rows.astype(int))["tokens"][:, :-1])
+    return binary_init.binary_aware_init(model, params, teacher_model, teacher_variables["params"],
+                                         tokens, c.binary_init_steps, c.binary_init_lr)
 
   return Task(
       model=model, init_fn=init_fn_for(model), loss_fn=loss_fn, eval_fn=eval_fn,
-      eval_metrics=EvalMetrics, train_source=train_rows, eval_source=eval_rows,
-      summary_metric="perplexity",
+      eval_metrics=BinaryEvalMetrics if binarized else EvalMetrics, train_source=train_rows,
+      eval_source=eval_rows, summary_metric="perplexity",
       teacher_init_fn=init_fn_for(teacher_model) if teacher_model is not None else None,
-      files={TOKENIZER_FILE: tok.to_json()})
+      files={TOKENIZER_FILE: tok.to_json()},
+      warm_start=warm_start if c.init_from_teacher else None)
 
 
 def restore(config: Optional[ml_collections.ConfigDict], workdir: str):

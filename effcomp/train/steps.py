@@ -77,5 +77,5 @@ def make_eval_step(task: Task, *, use_ema: bool = False) -> Callable:
   """`eval_step(state, batch) -> clu Collection` for one masked batch."""
   def eval_step(state: TrainState, batch):
     params = state.ema_params if use_ema else state.params
-    return task.eval_fn(params, state.model_state, batch)
+    return task.eval_fn(params, state.model_state, batch, state.step)
   return eval_step

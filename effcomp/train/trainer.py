@@ -80,8 +80,11 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
       raise ValueError(f"config.{name} (per micro-batch: {size}) is not divisible by the "
                        f"{shards} batch shards of mesh {dict(mesh.shape)}")
   model = build_model(config.model, config.train.compute_dtype)
-  teacher_model = (build_model(config.teacher.model, config.train.compute_dtype)
-                   if config.teacher.workdir else None)
+  teacher_model = None
+  if config.teacher.workdir:
+    teacher_config = (config.teacher.model if config.teacher.model.name
+                      else config_lib.from_workdir(config.teacher.workdir).model)
+    teacher_model = build_model(teacher_config, config.train.compute_dtype)
   d = config.data
   train_source, eval_source = (
       sources.get_source(d.name, split, data_dir=d.data_dir, manual_dir=d.manual_dir)
@@ -142,6 +145,16 @@ def _init_from(state: state_lib.TrainState, exp: Experiment, workdir: str) -> st
   logging.info("Initialized params from %s", workdir)
   return state.replace(params=params, model_state=variables,
                        ema_params=jax.tree.map(jnp.copy, params) if state.ema_params is not None else None)
+
+
+def _warm_start(state: state_lib.TrainState, exp: Experiment):
+  """`state` with params from the task's `warm_start`, placed in their shardings."""
+  t = time.time()
+  params, info = exp.task.warm_start(state.params, exp.teacher_variables)
+  params = jax.device_put(params, exp.state_shardings.params)
+  logging.info("Warm start in %.1f s: %s", time.time() - t, info)
+  return state.replace(params=params, ema_params=(jax.tree.map(jnp.copy, params)
+                                                  if state.ema_params is not None else None)), info
 
 
 def evaluate(exp: Experiment, state: state_lib.TrainState) -> Dict[str, float]:
@@ -207,6 +220,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
   elif c.init.workdir:
     state = _init_from(state, exp, c.init.workdir)
+  if restored is None and exp.task.warm_start is not None:
+    state, info = _warm_start(state, exp)
+    writer.write_scalars(0, info)
+  if restored is None and c.eval.at_start:
+    writer.write_scalars(0, {f"eval/{k}": v for k, v in evaluate(exp, state).items()})
   exp.state = None  # `state` is donated to the train step; keep no stale reference.
 
   interval = _IntervalMeans()

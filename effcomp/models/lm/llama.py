@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from effcomp.quant.binary_linear import BinarizeSpec, BinaryLinear
 from effcomp.registry import MODELS
 
 Cache = Dict[str, Any]  # {'index': int32 [], 'layers': ({'k': [B,S,KV,D], 'v': …}, …)}
@@ -80,6 +81,18 @@ def linear(features: int, axes: Tuple[str, str], use_bias: bool, dtype, name: st
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
 
 
+def project(x: jax.Array, features: int, axes: Tuple[str, str], use_bias: bool, dtype, name: str,
+            binarize: Optional[BinarizeSpec] = None, progress: Optional[jax.Array] = None
+            ) -> jax.Array:
+  """`linear(...)(x)`, or the same projection with 1-bit weights when `binarize` is set
+  (`BinaryLinear`: same param names and axes, plus its scales); call inside a compact
+  method."""
+  if binarize is None:
+    return linear(features, axes, use_bias, dtype, name)(x)
+  return BinaryLinear(features, axes, binarize, use_bias, dtype, name=name,
+                      kernel_init=nn.initializers.normal(INIT_STD))(x, progress)
+
+
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_positions: jax.Array,
                      k_positions: jax.Array) -> jax.Array:
   """Grouped-query causal attention.
@@ -115,15 +128,18 @@ class Attention(nn.Module):
   rope_theta: float
   qkv_bias: bool = False
   dtype: Any = jnp.float32
+  binarize: Optional[BinarizeSpec] = None
 
   @nn.compact
   def __call__(self, x, positions, cache: Optional[Dict[str, jax.Array]] = None,
-               index: Optional[jax.Array] = None):
+               index: Optional[jax.Array] = None, progress: Optional[jax.Array] = None):
     b, t, embed = x.shape
     h, kv, d = self.num_heads, self.num_kv_heads, self.head_dim
-    q = linear(h * d, ("embed", "heads"), self.qkv_bias, self.dtype, "q")(x).reshape(b, t, h, d)
-    k = linear(kv * d, ("embed", "kv"), self.qkv_bias, self.dtype, "k")(x).reshape(b, t, kv, d)
-    v = linear(kv * d, ("embed", "kv"), self.qkv_bias, self.dtype, "v")(x).reshape(b, t, kv, d)
+    proj = lambda y, n, axes, bias, name: project(y, n, axes, bias, self.dtype, name,
+                                                  self.binarize, progress)
+    q = proj(x, h * d, ("embed", "heads"), self.qkv_bias, "q").reshape(b, t, h, d)
+    k = proj(x, kv * d, ("embed", "kv"), self.qkv_bias, "k").reshape(b, t, kv, d)
+    v = proj(x, kv * d, ("embed", "kv"), self.qkv_bias, "v").reshape(b, t, kv, d)
     cos, sin = rope_angles(positions, d, self.rope_theta)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
@@ -135,18 +151,21 @@ class Attention(nn.Module):
       k_positions = jnp.arange(k.shape[1])
       k, v = k.astype(self.dtype), v.astype(self.dtype)
     out = causal_attention(q, k, v, positions, k_positions).reshape(b, t, h * d)
-    return linear(embed, ("heads", "embed"), False, self.dtype, "o")(out), cache
+    return proj(out, embed, ("heads", "embed"), False, "o"), cache
 
 
 class SwiGLU(nn.Module):
   mlp_dim: int
   dtype: Any = jnp.float32
+  binarize: Optional[BinarizeSpec] = None
 
   @nn.compact
-  def __call__(self, x):
-    gate = linear(self.mlp_dim, ("embed", "mlp"), False, self.dtype, "gate")(x)
-    up = linear(self.mlp_dim, ("embed", "mlp"), False, self.dtype, "up")(x)
-    return linear(x.shape[-1], ("mlp", "embed"), False, self.dtype, "down")(nn.silu(gate) * up)
+  def __call__(self, x, progress: Optional[jax.Array] = None):
+    proj = lambda y, n, axes, name: project(y, n, axes, False, self.dtype, name, self.binarize,
+                                            progress)
+    gate = proj(x, self.mlp_dim, ("embed", "mlp"), "gate")
+    up = proj(x, self.mlp_dim, ("embed", "mlp"), "up")
+    return proj(nn.silu(gate) * up, x.shape[-1], ("mlp", "embed"), "down")
 
 
 class Block(nn.Module):
@@ -159,14 +178,16 @@ class Block(nn.Module):
   norm_eps: float
   qkv_bias: bool = False
   dtype: Any = jnp.float32
+  binarize: Optional[BinarizeSpec] = None
 
   @nn.compact
-  def __call__(self, x, positions, cache=None, index=None):
+  def __call__(self, x, positions, cache=None, index=None, progress=None):
     attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
-                     self.qkv_bias, self.dtype, name="attn")
-    y, cache = attn(RMSNorm(self.norm_eps, name="attn_norm")(x), positions, cache, index)
+                     self.qkv_bias, self.dtype, self.binarize, name="attn")
+    y, cache = attn(RMSNorm(self.norm_eps, name="attn_norm")(x), positions, cache, index, progress)
     x = x + y
-    x = x + SwiGLU(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(self.norm_eps, name="mlp_norm")(x))
+    mlp = SwiGLU(self.mlp_dim, self.dtype, self.binarize, name="mlp")
+    x = x + mlp(RMSNorm(self.norm_eps, name="mlp_norm")(x), progress)
     return x, cache
 
 
@@ -185,6 +206,11 @@ class Llama(nn.Module):
     qkv_bias: biases on q/k/v (Qwen2).
     remat: recompute each block in the backward pass (activation memory of one block).
     dtype: compute dtype; parameters stay float32.
+    binarizer: 1-bit weights for q/k/v/o and the MLP ('none' | 'bitnet' | 'xnor' |
+      'progressive', `effcomp.quant.progressive`); embeddings, LM head and norms stay
+      full precision.
+    binarizer_phases: phases of the progressive schedule (tanh phases, then sign).
+    dual_scaling: progressive binarizer with input- and output-channel scales.
   """
   vocab_size: int = 4096
   num_layers: int = 4
@@ -199,6 +225,9 @@ class Llama(nn.Module):
   qkv_bias: bool = False
   remat: bool = False
   dtype: str = "float32"
+  binarizer: str = "none"
+  binarizer_phases: int = 20
+  dual_scaling: bool = True
 
   @property
   def kv_heads(self) -> int:
@@ -212,6 +241,12 @@ class Llama(nn.Module):
   def hidden_dim(self) -> int:
     return self.mlp_dim or -(-(8 * self.embed_dim // 3) // 64) * 64
 
+  @property
+  def binarize(self) -> Optional[BinarizeSpec]:
+    if self.binarizer == "none":
+      return None
+    return BinarizeSpec(self.binarizer, self.binarizer_phases, self.dual_scaling)
+
   def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> Cache:
     """An empty cache for `batch_size` sequences of up to `max_len` tokens."""
     shape = (batch_size, max_len, self.kv_heads, self.dims_per_head)
@@ -220,13 +255,15 @@ class Llama(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
-               cache: Optional[Cache] = None):
+               cache: Optional[Cache] = None, progress: Optional[jax.Array] = None):
     """Logits [B, T, vocab] (float32); with `cache`, `(logits, updated cache)`.
 
     Args:
       tokens: [B, T] token ids.
       positions: [B, T] positions; default `arange(T)` (plus `cache['index']`).
       cache: from `init_cache`; the tokens are written at `cache['index']` onwards.
+      progress: with a `binarizer`, the position ∈ [0, 1] in its training schedule;
+        None means the final 1-bit weights.
     """
     if self.embed_dim % self.num_heads and not self.head_dim:
       raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
@@ -243,8 +280,10 @@ class Llama(nn.Module):
     new_layers = []
     for i in range(self.num_layers):
       block = block_cls(self.num_heads, self.kv_heads, self.dims_per_head, self.hidden_dim,
-                        self.rope_theta, self.norm_eps, self.qkv_bias, self.dtype, name=f"layers_{i}")
-      x, layer_cache = block(x, positions, None if cache is None else cache["layers"][i], index)
+                        self.rope_theta, self.norm_eps, self.qkv_bias, self.dtype, self.binarize,
+                        name=f"layers_{i}")
+      x, layer_cache = block(x, positions, None if cache is None else cache["layers"][i], index,
+                             progress)
       new_layers.append(layer_cache)
       self.sow("intermediates", "hidden", x)
     x = RMSNorm(self.norm_eps, name="final_norm")(x)
