@@ -59,12 +59,13 @@ def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str]
   return record
 
 
-def trained_lm_tiny(workdir: str) -> str:
-  """The lm_tiny run in `workdir`, trained to its full budget by `configs/lm_tiny.py`
-  (resumed if cut short; a no-op if finished): the model the LLM-compression benchmarks
-  start from."""
+def trained_lm_tiny(workdir: str, tokenizer: str = "bpe") -> str:
+  """The lm_tiny run in `workdir`, trained to its full budget by
+  `configs/lm_tiny.py:tokenizer=<tokenizer>` (resumed if cut short; a no-op if finished):
+  the model the LLM-compression benchmarks start from."""
   from effcomp import config as config_lib
   from effcomp.train import trainer
-  trainer.train_and_evaluate(config_lib.load("configs/lm_tiny.py", **{"train.progress_bar": False}),
-                             workdir)
+  config = config_lib.load(f"configs/lm_tiny.py:tokenizer={tokenizer}",
+                           **{"train.progress_bar": False})
+  trainer.train_and_evaluate(config, workdir)
   return workdir

@@ -108,19 +108,25 @@ def binary_lm_qat(model: dict, *, teacher_workdir: str, method: str, dual_scalin
                   data_name: str = "python_docs") -> ml_collections.ConfigDict:
   """A 1-bit student of the FP LM in `teacher_workdir`, trained by distillation.
 
-  The student is `model` with `binarizer=method` (`effcomp.quant.progressive`), starting
-  from the teacher's weights (`init_from_teacher`; binary-aware initialization of the dual
-  scales when `binary_init`), trained with OneBit's loss: T=1 logit KL + normalized
+  The student is the teacher's architecture (recorded in its workdir; `model` when the
+  teacher is not trained yet or not readable from here) with `binarizer=method`
+  (`effcomp.quant.progressive`), starting from the teacher's weights (`init_from_teacher`;
+  binary-aware initialization of the input-channel scales when `binary_init`), trained with OneBit's loss: T=1 logit KL + normalized
   hidden-state MSE from the frozen teacher (Xu et al. 2024, eq. 8–10: α = 1, no
   ground-truth CE), AdamW without weight decay (the latent weights' magnitude is their
   distance to a sign flip), 5% warmup, cosine to 10%, clipping at 1.0. The teacher's
   tokenizer is used.
   """
+  from etils import epath  # pylint: disable=g-import-not-at-top
   from effcomp.quant import progressive  # pylint: disable=g-import-not-at-top
   if method not in progressive.METHODS[1:]:
     raise ValueError(f"config argument method={method!r}: expected one of {progressive.METHODS[1:]}")
   if not teacher_workdir:
     raise ValueError("config argument teacher: the workdir of the full-precision LM run")
+  if (epath.Path(teacher_workdir) / "config.json").exists():  # the teacher's architecture
+    recorded = config_lib.from_workdir(teacher_workdir).model
+    model = {k: v for k, v in recorded.items() if k not in ("name", "binarizer",
+                                                            "binarizer_phases", "dual_scaling")}
   config = lm_pretraining(model, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                           tokenizer=f"{teacher_workdir.rstrip('/')}/tokenizer.json",
                           tokenizer_vocab=tokenizer_vocab, data_name=data_name)

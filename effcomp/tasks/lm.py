@@ -28,9 +28,9 @@ in its binarization schedule. Evaluation reports the model as it computes at tha
 (`loss`, `perplexity`, `accuracy`) and its final 1-bit version (`*_1bit`, progress=None);
 they agree once the schedule reaches the sign. With `init_from_teacher`, a fresh run copies
 the teacher's weights into the student (`binary_init.copy_weights`) and, for the
-progressive binarizer with dual scaling, fits its scales by binary-aware initialization
-(`binary_init_steps` Adam steps at `binary_init_lr` on `binary_init_rows` training rows
-spread over the split; 0 steps skips it).
+progressive binarizer with dual scaling, fits its input-channel scales by binary-aware
+initialization (`binary_init_steps` Adam steps at `binary_init_lr` on `binary_init_rows`
+training rows spread over the split; 0 steps skips it).
 """
 
 import os
