@@ -1,1 +1,0 @@
-"""Metrics computed on model outputs: FLOPs, FID, image quality."""
