@@ -136,3 +136,26 @@ def binary_lm_qat(model: dict, *, teacher_workdir: str, method: str, dual_scalin
                      binary_init_steps=50 if binary_init else 0)
   config.optimizer.weight_decay = 0.0
   return config
+
+
+def diffusion(model: dict, *, data_name: str, steps: int, batch_size: int, lr: float,
+              ema_decay: float, image_size: int = 0) -> ml_collections.ConfigDict:
+  """Class-conditional diffusion as DiT trains it: ε prediction with learned sigma on the
+  linear 1000-step schedule, AdamW at a constant `lr` without weight decay, EMA of the
+  weights (evaluated and sampled), label dropout 0.1 in the model (Peebles & Xie 2023,
+  §4 "Training")."""
+  from effcomp.tasks import diffusion as diffusion_task  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.model = model
+  config.task = diffusion_task.task_defaults()
+  config.task.image_size = image_size
+  config.data.name = data_name
+  config.train.steps = steps
+  config.train.batch_size = batch_size
+  config.train.ema_decay = ema_decay
+  config.eval.use_ema = True
+  config.optimizer.name = "adamw"
+  config.optimizer.lr = lr
+  config.optimizer.schedule = "constant"
+  config.optimizer.weight_decay = 0.0
+  return config

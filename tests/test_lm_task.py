@@ -66,7 +66,7 @@ def test_eval_metrics_count_every_real_token_once():
   task = TASKS.get("lm")(config, model, source, source)
   variables = task.init_fn(jax.random.key(0), {"tokens": rows})
   batch = {"tokens": rows, "mask": np.array([True, True, False])}
-  metrics = task.eval_fn(variables["params"], {}, batch, 0).compute()
+  metrics = task.eval_fn(variables["params"], {}, batch, 0, None).compute()
   logits = task.model.apply(variables, rows[:, :-1])
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, rows[:, 1:])
   expected = (nll[0].sum() + nll[1, :2].sum()) / 6  # row 1's pads and row 2 (masked) excluded

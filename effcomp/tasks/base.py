@@ -22,9 +22,10 @@ Variables = Dict[str, Any]
 #   (e.g. estimator annealing) be functions of the step, never hidden state.
 LossFn = Callable[[Any, Any, Batch, jax.Array, Optional[Variables], jax.Array],
                   Tuple[jax.Array, Tuple[Any, Dict[str, jax.Array]]]]
-# eval_fn(params, model_state, batch, step) -> clu Collection (masked by batch['mask']);
-#   `step` (int32 scalar) is the train state's, for models whose forward follows a schedule.
-EvalFn = Callable[[Any, Any, Batch, jax.Array], clu_metrics.Collection]
+# eval_fn(params, model_state, batch, step, teacher_variables) -> clu Collection (masked by
+#   batch['mask']); `step` (int32 scalar) is the train state's, for models whose forward
+#   follows a schedule; `teacher_variables` as for loss_fn (e.g. a frozen autoencoder).
+EvalFn = Callable[[Any, Any, Batch, jax.Array, Optional[Variables]], clu_metrics.Collection]
 # warm_start(params, teacher_variables) -> (params, {name: float}): run once when a run
 #   starts fresh (no checkpoint to resume), e.g. a student initialized from its teacher.
 WarmStartFn = Callable[[Any, Optional[Variables]], Tuple[Any, Dict[str, float]]]

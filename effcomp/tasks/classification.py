@@ -115,8 +115,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return loss, (dict(new_state), metrics)
 
-  def eval_fn(params, model_state, batch, step):
-    del step
+  def eval_fn(params, model_state, batch, step, teacher_variables):
+    del step, teacher_variables
     logits = model.apply({"params": params, **model_state}, inputs(batch), train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return EvalMetrics.single_from_model_output(

@@ -193,7 +193,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return (optax.softmax_cross_entropy_with_integer_labels(logits, targets),
             (jnp.argmax(logits, -1) == targets).astype(jnp.float32))
 
-  def eval_fn(params, model_state, batch, step):
+  def eval_fn(params, model_state, batch, step, teacher_variables):
+    del teacher_variables
     inputs, targets, weights = split(batch)
     variables = {"params": params, **model_state}
     mask = (weights > 0) & batch["mask"][:, None]

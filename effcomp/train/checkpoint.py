@@ -112,11 +112,12 @@ class Checkpointer:
     self._manager.close()
 
 
-def restore_variables(workdir: str, abstract_variables: Any) -> Any:
+def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False) -> Any:
   """The newest `params` and model state of the run in `workdir` (a teacher, an init).
 
   `abstract_variables` is `{'params': ..., <collection>: ...}` of `jax.ShapeDtypeStruct`s
-  with the shardings to restore into; optimizer state and the rest are not read.
+  with the shardings to restore into; optimizer state and the rest are not read. With
+  `ema`, 'params' are the run's EMA of the parameters (it must have trained with one).
   """
   directory = _absolute(workdir) / "checkpoints"
   if not directory.exists():
@@ -127,13 +128,13 @@ def restore_variables(workdir: str, abstract_variables: Any) -> Any:
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f"workdir={workdir!r}: {directory} holds no checkpoint")
-    params = abstract_variables["params"]
+    key = "ema_params" if ema else "params"
     model_state = {k: v for k, v in abstract_variables.items() if k != "params"}
-    target = {"params": params, "model_state": model_state}
+    target = {key: abstract_variables["params"], "model_state": model_state}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True)))["state"]
   finally:
     manager.close()
-  return {"params": restored["params"], **restored["model_state"]}
+  return {"params": restored[key], **restored["model_state"]}

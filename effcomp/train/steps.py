@@ -74,8 +74,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, *, grad_accum_
 
 
 def make_eval_step(task: Task, *, use_ema: bool = False) -> Callable:
-  """`eval_step(state, batch) -> clu Collection` for one masked batch."""
-  def eval_step(state: TrainState, batch):
+  """`eval_step(state, batch, teacher_variables) -> clu Collection` for one masked batch."""
+  def eval_step(state: TrainState, batch, teacher: Optional[Any] = None):
     params = state.ema_params if use_ema else state.params
-    return task.eval_fn(params, state.model_state, batch, state.step)
+    return task.eval_fn(params, state.model_state, batch, state.step, teacher)
   return eval_step

@@ -112,7 +112,8 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
       in_shardings=(shardings, batch_sharding, teacher_shardings),
       out_shardings=(shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(steps_lib.make_eval_step(task, use_ema=config.eval.use_ema),
-                      in_shardings=(shardings, batch_sharding), out_shardings=replicated)
+                      in_shardings=(shardings, batch_sharding, teacher_shardings),
+                      out_shardings=replicated)
   return Experiment(config, mesh, task, state, shardings, abstract, schedule, train_step,
                     eval_step, teacher_variables)
 
@@ -164,7 +165,8 @@ def evaluate(exp: Experiment, state: state_lib.TrainState) -> Dict[str, float]:
       exp.task.eval_source, global_batch_size=exp.config.eval.batch_size,
       transform=exp.task.eval_transform, example_transform=exp.task.eval_example_transform, process_index=jax.process_index(),
       process_count=jax.process_count()):
-    metrics = exp.eval_step(state, sharding_lib.global_batch(batch, exp.mesh))
+    metrics = exp.eval_step(state, sharding_lib.global_batch(batch, exp.mesh),
+                            exp.teacher_variables)
     total = metrics if total is None else total.merge(metrics)
   return {k: float(v) for k, v in total.compute().items()}
 

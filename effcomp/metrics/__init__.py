@@ -1,0 +1,1 @@
+"""Metrics computed on model outputs: FLOPs, FID, image quality."""

@@ -1,0 +1,211 @@
+"""Self-attention on token-downsampled sub-maps (U-DiT), and the plain multi-head attention.
+
+U-DiT ("U-DiTs: Downsample Tokens in U-Shaped Diffusion Transformers", Tian et al.,
+NeurIPS 2024, Sec. 3 and App. A.1; official `udit_models.py`: `DownSampler`,
+`DownSample_Attn`, `precompute_freqs_cis_2d`, `apply_rotary_emb`). A feature map
+x: [B, H, W, C] is
+
+  1. filtered by the downsampler: a depthwise k×k conv in parallel with a shortcut,
+     x + DWConv(x) (Table 7's best design; reference `downsampler='dwconv5'`,
+     `down_shortcut=1`);
+  2. split into f² sub-maps x[:, i::f, j::f] ("pixel unshuffle" into a sub-map axis;
+     sub-map p = i·f + j, einops 'b d (h dh) (w dw) -> b (dh dw) (h w) d');
+  3. mapped to q, k, v by one Linear shared by all sub-maps; self-attention runs within
+     each sub-map of (H/f)·(W/f) tokens — optionally with 2-D RoPE on q, k and
+     cosine-similarity logits (Swin-V2, reference `attn_type='v2'`);
+  4. merged back (every token returns to the pixel it came from) and projected by a 1×1
+     conv (`to_out`; applied here before the merge, which is the same map because it
+     acts on each token alone).
+
+No element is dropped: the tensor keeps B·H·W·C elements throughout, and the attention
+matmuls cost f²·(HW/f²)²·C = (HW)²·C/f², a quarter of full attention at f = 2 (paper
+Sec. 3, "Complexity analysis"). With f = 1 and downsampler 'none' this is ordinary full
+self-attention (the paper's DiT-UNet baseline).
+"""
+
+import math
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ATTN_TYPES = ("dot", "cosine")
+# Swin-V2 clamps the learned logit scale at log(100) (reference: clamp(max=4.6052)).
+LOG_MAX_LOGIT_SCALE = math.log(100.0)
+LOG_INIT_LOGIT_SCALE = math.log(10.0)
+
+
+def space_to_submaps(x: jax.Array, factor: int) -> jax.Array:
+  """[B, H, W, C] → [B, f², (H/f)·(W/f), C]; sub-map i·f + j holds x[:, i::f, j::f]."""
+  b, h, w, c = x.shape
+  if h % factor or w % factor:
+    raise ValueError(f"down_factor={factor} must divide the feature map {h}×{w}")
+  x = x.reshape(b, h // factor, factor, w // factor, factor, c).transpose(0, 2, 4, 1, 3, 5)
+  return x.reshape(b, factor * factor, (h // factor) * (w // factor), c)
+
+
+def submaps_to_space(x: jax.Array, factor: int, height: int, width: int) -> jax.Array:
+  """Inverse of `space_to_submaps`: [B, f², (H/f)·(W/f), C] → [B, H, W, C]."""
+  b, _, _, c = x.shape
+  x = x.reshape(b, factor, factor, height // factor, width // factor, c).transpose(0, 3, 1, 4, 2, 5)
+  return x.reshape(b, height, width, c)
+
+
+def rope2d_angles(height: int, width: int, head_dim: int, theta: float = 10000.0) -> jax.Array:
+  """RoPE2D rotation angles [height·width, head_dim/2] (reference `precompute_freqs_cis_2d`).
+
+  Frequencies ω_k = θ^(−4k/head_dim), k < head_dim/4. Token n (row-major, column
+  x = n mod width, row y = n div width) rotates its complex pair 2k by x·ω_k and pair
+  2k + 1 by y·ω_k. The reference handles square maps (x = n mod √N), the same here.
+  """
+  if head_dim % 4:
+    raise ValueError(f"head_dim={head_dim}: RoPE2D needs a head dimension divisible by 4")
+  freqs = 1.0 / theta ** (jnp.arange(0, head_dim, 4, dtype=jnp.float32) / head_dim)
+  pos = jnp.arange(height * width)
+  xs, ys = (pos % width).astype(jnp.float32), (pos // width).astype(jnp.float32)
+  angles = jnp.stack([xs[:, None] * freqs, ys[:, None] * freqs], axis=-1)  # [N, D/4, 2]
+  return angles.reshape(height * width, head_dim // 2)
+
+
+def apply_rope_interleaved(x: jax.Array, angles: jax.Array) -> jax.Array:
+  """Rotates x: [..., N, heads, D] by `angles` [N, D/2]: the pair (x[2i], x[2i+1]) read as
+  a complex number times e^{i·angle_i} (reference `apply_rotary_emb`, view_as_complex)."""
+  xf = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
+  re, im = xf[..., 0], xf[..., 1]
+  cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
+  out = jnp.stack([re * cos - im * sin, re * sin + im * cos], axis=-1)
+  return out.reshape(x.shape).astype(x.dtype)
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """x / max(‖x‖, eps) over the last axis (torch.nn.functional.normalize)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                         logit_scale: Optional[jax.Array] = None) -> jax.Array:
+  """softmax(q·kᵀ/√D)·v per head; with `logit_scale` [heads] (cosine attention, Swin-V2):
+  softmax(cos(q, k)·exp(min(logit_scale, log 100)))·v.
+
+  q, k, v: [..., N, heads, D] (any leading batch axes) → [..., N, heads, D] in v's dtype;
+  logits and softmax in float32.
+  """
+  d = q.shape[-1]
+  if logit_scale is None:
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(jnp.float32(d))
+  else:
+    qn, kn = _l2_normalize(q.astype(jnp.float32)), _l2_normalize(k.astype(jnp.float32))
+    scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOG_MAX_LOGIT_SCALE))
+    logits = jnp.einsum("...qhd,...khd->...hqk", qn, kn) * scale[:, None, None]
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("...hqk,...khd->...qhd", weights, v)
+
+
+def xavier_dense(features: int, axes: Tuple[Optional[str], Optional[str]], dtype, name: str,
+                 zero: bool = False) -> nn.Dense:
+  """Dense with kernel [in, out] named `axes`, Xavier-uniform (DiT/U-DiT `_basic_init`) or
+  zero kernel, zero bias."""
+  init = nn.initializers.zeros if zero else nn.initializers.xavier_uniform()
+  return nn.Dense(features, dtype=dtype, name=name,
+                  kernel_init=nn.with_logical_partitioning(init, axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention over the token axis of x: [..., N, C] → [..., N, C].
+
+  `qkv` is one Linear C → 3C laid out [3, heads, head_dim] (timm `Attention`, U-DiT
+  `to_qkv(...).chunk(3)`), `out` the output projection. attn_type 'dot' (DiT) or 'cosine'
+  (U-DiT; a learned per-head `logit_scale`, initialized to log 10).
+  """
+  num_heads: int
+  attn_type: str = "dot"
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, rope_angles: Optional[jax.Array] = None) -> jax.Array:
+    *lead, n, c = x.shape
+    if c % self.num_heads:
+      raise ValueError(f"num_heads={self.num_heads} must divide the width {c}")
+    if self.attn_type not in ATTN_TYPES:
+      raise ValueError(f"attn_type={self.attn_type!r}: expected one of {ATTN_TYPES}")
+    h, d = self.num_heads, c // self.num_heads
+    qkv = nn.Dense(3 * c, use_bias=self.use_bias, dtype=self.dtype, name="qkv",
+                   kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                            ("embed", "heads")),
+                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads",)))(x)
+    qkv = qkv.reshape(*lead, n, 3, h, d)
+    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    if rope_angles is not None:
+      q, k = apply_rope_interleaved(q, rope_angles), apply_rope_interleaved(k, rope_angles)
+    scale = None
+    if self.attn_type == "cosine":
+      scale = self.param("logit_scale", nn.with_logical_partitioning(
+          nn.initializers.constant(LOG_INIT_LOGIT_SCALE), ("norm",)), (h,), jnp.float32)
+    out = multi_head_attention(q, k, v, scale).reshape(*lead, n, c)
+    return xavier_dense(c, ("heads", "embed"), self.dtype, "out")(out)
+
+
+def parse_downsampler(name: str) -> Tuple[int, bool]:
+  """'none' → (0, False); 'dwconv<k>' → (k, True) depthwise; 'conv<k>' → (k, False) dense.
+
+  The reference reads the kernel size from the last character ('dwconv5' → 5).
+  """
+  for prefix, depthwise in (("dwconv", True), ("conv", False)):
+    if name.startswith(prefix) and name[len(prefix):].isdigit():
+      k = int(name[len(prefix):])
+      if k % 2 == 1:
+        return k, depthwise
+  if name == "none":
+    return 0, False
+  raise ValueError(f"downsampler={name!r}: expected 'none', 'dwconv<k>' or 'conv<k>' with odd k")
+
+
+class DownsampledAttention(nn.Module):
+  """U-DiT's self-attention on f² downsampled sub-maps (module docstring).
+
+  x: [B, H, W, C] → [B, H, W, C]; f = `down_factor` must divide H and W.
+  Attributes:
+    num_heads: attention heads (head_dim = C / num_heads; divisible by 4 with `rope`).
+    down_factor: f; 1 = full attention over all H·W tokens.
+    downsampler: 'dwconv<k>' (reference default 'dwconv5'), 'conv<k>' or 'none' (plain
+      pixel unshuffle, Table 7's first row).
+    down_shortcut: add the input to the downsampler's output (x + DWConv(x)).
+    attn_type: 'cosine' (reference 'v2') or 'dot' (reference None: q·kᵀ/√d).
+    rope: RoPE2D on q and k over each sub-map's (H/f)×(W/f) grid (reference 'rope2d').
+  """
+  num_heads: int
+  down_factor: int = 2
+  downsampler: str = "dwconv5"
+  down_shortcut: bool = True
+  attn_type: str = "cosine"
+  rope: bool = True
+  rope_theta: float = 10000.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _, height, width, c = x.shape
+    f = self.down_factor
+    if f < 1 or height % f or width % f:
+      raise ValueError(f"down_factor={f} must be ≥ 1 and divide the map {height}×{width}")
+    if c % self.num_heads:
+      raise ValueError(f"num_heads={self.num_heads} must divide the width {c}")
+    kernel, depthwise = parse_downsampler(self.downsampler)
+    if kernel:
+      names = ("height", "width", None, "embed") if depthwise else (
+          "height", "width", "conv_in", "conv_out")
+      y = nn.Conv(c, (kernel, kernel), padding="SAME", feature_group_count=c if depthwise else 1,
+                  dtype=self.dtype, name="downsampler",
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))(x)
+      x = x + y if self.down_shortcut else y
+    angles = None
+    if self.rope:
+      angles = rope2d_angles(height // f, width // f, c // self.num_heads, self.rope_theta)
+    tokens = SelfAttention(self.num_heads, self.attn_type, True, self.dtype, name="attn")(
+        space_to_submaps(x, f), angles)
+    return submaps_to_space(tokens, f, height, width)

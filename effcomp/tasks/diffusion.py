@@ -1,0 +1,215 @@
+"""Class-conditional diffusion (DiT, U-DiT, …) on images or on autoencoder latents.
+
+The model is `model(x_t, t, y, train=…) -> output` (NHWC; learned sigma doubles the
+channels). Variable-size images (ImageNet) are center-cropped to `crop_size` on the host
+(ADM/DiT `center_crop_arr`: shorter side resized to the size, then the center; bicubic
+here), and flipped left-right at random in training when `flip` (DiT's augmentation).
+Images (uint8 [B, H, W, C]) become x_0 on the device:
+[0, 255] → [−1, 1], resized to `image_size` (bilinear with antialiasing; 0 keeps them) and,
+in latent mode, encoded by a frozen autoencoder. The loss is
+`effcomp.diffusion.objectives.training_loss` (DiT: ε prediction with learned sigma on the
+linear 1000-step schedule, L_simple + L_vlb); label dropout for classifier-free guidance
+happens inside the model (`class_dropout_prob`).
+
+Latent mode: `config.teacher.workdir` names a finished `autoencoder` run (its recorded
+model, e.g. `autoencoder_kl`); the trainer restores it frozen, as it does a distillation
+teacher, and x_0 = scale · mean of the encoder's posterior, scale = `latent_scale` (0: the
+autoencoder's `scaling_factor`). Sampling decodes with the same autoencoder
+(`decode_to_images`).
+
+Evaluation: the same loss, with a fixed noise and timestep draw per eval batch (so runs
+and checkpoints compare on equal terms); sample quality is measured by the benchmark and
+`experiments/sample.py` (`sample_images`).
+"""
+
+from typing import Any, Dict, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metrics as clu_metrics
+
+from effcomp.data import crops
+from effcomp.diffusion import guidance, objectives, samplers, schedules
+from effcomp.registry import TASKS
+from effcomp.tasks.base import Task, task_config
+
+
+@flax.struct.dataclass
+class EvalMetrics(clu_metrics.Collection):
+  loss: clu_metrics.Average.from_output("loss")
+  mse: clu_metrics.Average.from_output("mse")
+
+
+def task_defaults() -> ml_collections.ConfigDict:
+  """Fields `config.task` may hold for this task (set them in the config file)."""
+  return ml_collections.ConfigDict({
+      "name": "diffusion", "image_size": 0, "objective": "eps", "learn_sigma": True,
+      "noise_schedule": "linear", "num_timesteps": 1000, "latent_scale": 0.0,
+      "crop_size": 0, "flip": False, "eval_seed": 0})
+
+
+def to_model_space(images: jax.Array, image_size: int) -> jax.Array:
+  """uint8 [B, H, W, C] → float32 in [−1, 1], resized to image_size² (0: unchanged)."""
+  x = images.astype(jnp.float32) / 127.5 - 1.0
+  if image_size and x.shape[1:3] != (image_size, image_size):
+    x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]), "bilinear")
+  return x
+
+
+def to_uint8(x: jax.Array) -> jax.Array:
+  """[−1, 1] → uint8 [0, 255] (clipped)."""
+  return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def latent_scale(c, autoencoder) -> float:
+  return c.latent_scale or float(getattr(autoencoder, "scaling_factor", 1.0))
+
+
+def encode(autoencoder, variables, x: jax.Array, scale: float) -> jax.Array:
+  """scale · posterior mean of the frozen autoencoder: [B, H, W, C] → [B, h, w, latent]."""
+  mean, _ = autoencoder.apply(variables, x, method="encode")
+  return jax.lax.stop_gradient(mean) * scale
+
+
+def decode_to_images(autoencoder, variables, z: jax.Array, scale: float) -> jax.Array:
+  """Latents (scaled as in training) → uint8 images."""
+  return to_uint8(autoencoder.apply(variables, z / scale, method="decode"))
+
+
+@TASKS.register("diffusion")
+def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
+          teacher_model=None) -> Task:
+  """A diffusion `Task` for `model`; `teacher_model` is the frozen autoencoder (latent mode)."""
+  c = task_config(config, task_defaults())
+  if c.objective not in objectives.OBJECTIVES:
+    raise ValueError(f"config.task.objective={c.objective!r}: expected one of "
+                     f"{objectives.OBJECTIVES}")
+  if bool(getattr(model, "learn_sigma", False)) != bool(c.learn_sigma and c.objective != "flow"):
+    raise ValueError(f"config.model.learn_sigma={getattr(model, 'learn_sigma', None)} must equal "
+                     f"config.task.learn_sigma={c.learn_sigma} (False for objective='flow')")
+  schedule = (None if c.objective == "flow"
+              else schedules.create(c.noise_schedule, c.num_timesteps))
+  autoencoder = teacher_model
+  scale = latent_scale(c, autoencoder) if autoencoder is not None else 1.0
+
+  def x0_of(batch, frozen):
+    x = to_model_space(jnp.asarray(batch["image"]), c.image_size)
+    return x if autoencoder is None else encode(autoencoder, frozen, x, scale)
+
+  def init_fn(rng, batch):
+    x0 = jax.eval_shape(lambda b: x0_of(b, None), batch) if autoencoder is None else None
+    shape = x0.shape if x0 is not None else (1, model.input_size, model.input_size,
+                                             model.in_channels)
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros(shape, jnp.float32),
+                      jnp.zeros(shape[:1], jnp.int32), jnp.zeros(shape[:1], jnp.int32))
+
+  def losses(params, batch, rng, frozen, train):
+    x0 = x0_of(batch, frozen)
+    rng_loss, rng_drop = jax.random.split(rng)
+    model_fn = lambda x_t, t: model.apply({"params": params}, x_t, t, batch["label"],
+                                          train=train, rngs={"dropout": rng_drop})
+    return objectives.training_loss(rng_loss, model_fn, x0, schedule, c.objective,
+                                    c.learn_sigma and c.objective != "flow")
+
+  def loss_fn(params, model_state, batch, rng, teacher_variables, step):
+    del step
+    loss, metrics = losses(params, batch, rng, teacher_variables, True)
+    out = {"mse": jnp.mean(metrics["mse"])}
+    if "vb" in metrics:
+      out["vb"] = jnp.mean(metrics["vb"])
+    return jnp.mean(loss), (dict(model_state), out)
+
+  def eval_fn(params, model_state, batch, step, teacher_variables):
+    del model_state, step
+    loss, metrics = losses(params, batch, jax.random.key(c.eval_seed), teacher_variables, False)
+    return EvalMetrics.single_from_model_output(loss=loss, mse=metrics["mse"], mask=batch["mask"])
+
+  def crop(example, rng):
+    del rng
+    return {"image": crops.center_crop(np.asarray(example["image"]), c.crop_size, 1.0),
+            "label": example["label"]}
+
+  def flip(batch, rng):
+    images = np.asarray(batch["image"])
+    mirrored = rng.random(images.shape[0]) < 0.5
+    return {**batch, "image": np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)}
+
+  return Task(
+      model=model, init_fn=init_fn, loss_fn=loss_fn, eval_fn=eval_fn, eval_metrics=EvalMetrics,
+      train_source=train_source, eval_source=eval_source, summary_metric="loss",
+      train_transform=flip if c.flip else None,
+      train_example_transform=crop if c.crop_size else None,
+      eval_example_transform=crop if c.crop_size else None,
+      teacher_init_fn=(None if autoencoder is None else
+                       lambda rng, batch: autoencoder.init(
+                           {"params": rng, "sample": rng},
+                           to_model_space(jnp.asarray(batch["image"]), c.image_size))))
+
+
+def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
+  """(model, params, autoencoder or None, its variables or None) of the newest checkpoint of
+  the diffusion run in `workdir` (params: the EMA when the run kept one); `config` None:
+  the config the run recorded."""
+  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
+  from effcomp.train import checkpoint, sharding, state, trainer  # pylint: disable=g-import-not-at-top
+  config = config or config_lib.from_workdir(workdir)
+  model = trainer.build_model(config.model, config.train.compute_dtype)
+  mesh = sharding.create_mesh(config.mesh)
+  shape = (1, model.input_size, model.input_size, model.in_channels)
+  init = lambda rng, x: model.init({"params": rng, "dropout": rng}, x, jnp.zeros((1,), jnp.int32),
+                                   jnp.zeros((1,), jnp.int32))
+  abstract = state.abstract_variables(init, jnp.zeros(shape, jnp.float32), mesh)
+  params = checkpoint.restore_variables(workdir, abstract, ema=config.train.ema_decay > 0)["params"]
+  if not config.teacher.workdir:
+    return model, params, None, None
+  ae_config = config.teacher.model if config.teacher.model.name else config_lib.from_workdir(
+      config.teacher.workdir).model
+  autoencoder = trainer.build_model(ae_config, config.train.compute_dtype)
+  f = autoencoder.downsampling_factor
+  image = jnp.zeros((1, model.input_size * f, model.input_size * f, autoencoder.in_channels))
+  ae_abstract = state.abstract_variables(
+      lambda rng, x: autoencoder.init({"params": rng, "sample": rng}, x), image, mesh)
+  return model, params, autoencoder, checkpoint.restore_variables(config.teacher.workdir,
+                                                                  ae_abstract)
+
+
+def sample_images(model, params, labels: jax.Array, rng: jax.Array, *,
+                  config: ml_collections.ConfigDict, sampler: str = "ddpm",
+                  steps: Any = 250, guidance_scale: float = 1.0,
+                  autoencoder=None, autoencoder_variables: Optional[Dict] = None) -> jax.Array:
+  """uint8 samples [B, H, W, C] of `model` (trained with `config`) for `labels` [B].
+
+  sampler / steps: `effcomp.diffusion.samplers.sample` ('ddpm' with 250 steps is DiT's
+  evaluation; 'ddim' with fewer; 'euler' / 'heun' for flow models). guidance_scale > 1:
+  classifier-free guidance (the null label is `model.num_classes`).
+  """
+  c = task_config(config, task_defaults())
+  learn_sigma = c.learn_sigma and c.objective != "flow"
+  cond = lambda x, t, y: model.apply({"params": params}, x, t, y)
+  if guidance_scale == 1.0:
+    model_fn = lambda x, t: cond(x, t, labels)
+  else:
+    model_fn = guidance.classifier_free_guidance(cond, labels, model.num_classes, guidance_scale,
+                                                 learn_sigma=learn_sigma)
+  shape = (labels.shape[0], model.input_size, model.input_size, model.in_channels)
+  schedule = None if c.objective == "flow" else schedules.create(c.noise_schedule, c.num_timesteps)
+  x = samplers.sample(rng, model_fn, shape, schedule, sampler, steps,
+                      prediction="eps" if c.objective == "flow" else c.objective,
+                      learn_sigma=learn_sigma)
+  if autoencoder is None:
+    return to_uint8(x)
+  return decode_to_images(autoencoder, autoencoder_variables, x, latent_scale(c, autoencoder))
+
+
+def image_grid(images: np.ndarray, rows: int) -> np.ndarray:
+  """[N, H, W, C] uint8 → one [rows·H, cols·W, C] image (row-major, padded with black)."""
+  n, h, w, ch = images.shape
+  cols = -(-n // rows)
+  grid = np.zeros((rows * h, cols * w, ch), np.uint8)
+  for i, image in enumerate(np.asarray(images)):
+    r, col = divmod(i, cols)
+    grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
+  return grid
