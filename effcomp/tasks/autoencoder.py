@@ -11,7 +11,6 @@ of the [−1, 1] images rescaled to [0, 1].
 """
 
 import flax
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

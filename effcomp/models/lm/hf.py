@@ -240,20 +240,7 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], model: Llama) -> Dict[str,
 
 def params_to_hf(params: Any, model: Llama) -> Dict[str, np.ndarray]:
   """HF tensors {name: float32 numpy array} of `model`'s params (boxed or unboxed)."""
-  flat = flax.traverse_util.flatten_dict(nn.unbox(params))
-  expected = param_shapes(model)
-  if set(flat) != set(expected):
-    raise ValueError(f"params do not fit the model: missing "
-                     f"{sorted('/'.join(p) for p in set(expected) - set(flat))}, unexpected "
-                     f"{sorted('/'.join(p) for p in set(flat) - set(expected))}")
-  tensors = {}
-  for path, value in flat.items():
-    if tuple(value.shape) != expected[path]:
-      raise ValueError(f"param {'/'.join(path)}: shape {tuple(value.shape)}, expected "
-                       f"{expected[path]}")
-    tensors[hf_name(path)] = np.ascontiguousarray(
-        _hf_layout(np.asarray(jax.device_get(value), np.float32), path))
-  return tensors
+  return hf_checkpoint.export_tensors(params, param_shapes(model), hf_name, _hf_layout)
 
 
 def load(folder: str, dtype: str = "float32") -> Tuple[Llama, Dict[str, Any]]:

@@ -12,7 +12,7 @@ file}}`). Tensors are read with the `safetensors` package's numpy API (bfloat16 
 
 import json
 import os
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import numpy as np
 from safetensors import numpy as safetensors_np
@@ -32,22 +32,47 @@ def read_config(folder: str) -> Dict[str, Any]:
     return json.load(f)
 
 
-def read_tensors(folder: str) -> Dict[str, np.ndarray]:
-  """Every tensor of the checkpoint in `folder` (single file or sharded index)."""
-  index_path = os.path.join(folder, INDEX_FILE)
-  single_path = os.path.join(folder, SINGLE_FILE)
-  if os.path.isfile(index_path):
-    with open(index_path) as f:
-      weight_map = json.load(f)["weight_map"]
-    files = sorted(set(weight_map.values()))
-  elif os.path.isfile(single_path):
-    files = [SINGLE_FILE]
+def read_tensors(folder: str, stem: str = "model") -> Dict[str, np.ndarray]:
+  """Every tensor of the checkpoint in `folder`: `<stem>.safetensors` or the shards its
+  `<stem>.safetensors.index.json` lists (`stem`: 'model' for transformers,
+  'diffusion_pytorch_model[.variant]' for diffusers)."""
+  single, index = f"{stem}.safetensors", f"{stem}.safetensors.index.json"
+  if os.path.isfile(os.path.join(folder, index)):
+    with open(os.path.join(folder, index)) as f:
+      files = sorted(set(json.load(f)["weight_map"].values()))
+  elif os.path.isfile(os.path.join(folder, single)):
+    files = [single]
   else:
-    raise FileNotFoundError(f"folder={folder!r}: expected {SINGLE_FILE} or {INDEX_FILE} "
-                            f"(safetensors weights); found {sorted(os.listdir(folder))}")
+    found = sorted(os.listdir(folder)) if os.path.isdir(folder) else "no such folder"
+    raise FileNotFoundError(f"folder={folder!r}: expected {single} or {index} "
+                            f"(safetensors weights); found {found}")
   tensors: Dict[str, np.ndarray] = {}
   for name in files:
     tensors.update(safetensors_np.load_file(os.path.join(folder, name)))
+  return tensors
+
+
+def export_tensors(params: Any, shapes: Mapping[Tuple[str, ...], Tuple[int, ...]],
+                   name_fn: Callable[[Tuple[str, ...]], str],
+                   layout_fn: Callable[[np.ndarray, Tuple[str, ...]], np.ndarray]
+                   ) -> Dict[str, np.ndarray]:
+  """{checkpoint name: float32 array} of flax `params` (boxed or not) whose flattened paths
+  and shapes must be `shapes`; `name_fn(path)` names a tensor, `layout_fn(array, path)`
+  puts it in the checkpoint's layout (e.g. kernels transposed)."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  flat = flax.traverse_util.flatten_dict(flax.linen.unbox(params))
+  if set(flat) != set(shapes):
+    raise ValueError(f"params do not fit the model: missing "
+                     f"{sorted('/'.join(p) for p in set(shapes) - set(flat))}, unexpected "
+                     f"{sorted('/'.join(p) for p in set(flat) - set(shapes))}")
+  tensors = {}
+  for path, value in flat.items():
+    if tuple(value.shape) != tuple(shapes[path]):
+      raise ValueError(f"param {'/'.join(path)}: shape {tuple(value.shape)}, expected "
+                       f"{tuple(shapes[path])}")
+    array = np.asarray(jax.device_get(value), np.float32)
+    tensors[name_fn(path)] = np.ascontiguousarray(layout_fn(array, path))
   return tensors
 
 

@@ -173,39 +173,14 @@ def params_from_diffusers(tensors: Mapping[str, np.ndarray], model: AutoencoderK
 
 def params_to_diffusers(params: Any, model: AutoencoderKL) -> Dict[str, np.ndarray]:
   """diffusers tensors {name: float32 numpy array} of `model`'s (boxed or unboxed) params."""
-  flat = flax.traverse_util.flatten_dict(nn.unbox(params))
-  shapes = param_shapes(model)
-  if set(flat) != set(shapes):
-    raise ValueError(f"params do not fit the model: missing "
-                     f"{sorted('/'.join(p) for p in set(shapes) - set(flat))}, unexpected "
-                     f"{sorted('/'.join(p) for p in set(flat) - set(shapes))}")
-  tensors = {}
-  for path, value in flat.items():
-    if tuple(value.shape) != shapes[path]:
-      raise ValueError(f"param {'/'.join(path)}: shape {tuple(value.shape)}, expected "
-                       f"{shapes[path]}")
-    array = np.asarray(jax.device_get(value), np.float32)
-    tensors[diffusers_name(path)] = np.ascontiguousarray(_to_diffusers(array))
-  return tensors
+  return hf_checkpoint.export_tensors(params, param_shapes(model), diffusers_name,
+                                      lambda array, path: _to_diffusers(array))
 
 
 def read_tensors(folder: str, variant: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Every tensor of the diffusers weights in `folder` (single file or sharded index)."""
-  stem = WEIGHTS_NAME if variant is None else f"{WEIGHTS_NAME}.{variant}"
-  single, index = os.path.join(folder, f"{stem}.safetensors"), f"{stem}.safetensors.index.json"
-  if os.path.isfile(os.path.join(folder, index)):
-    with open(os.path.join(folder, index)) as f:
-      files = sorted(set(json.load(f)["weight_map"].values()))
-  elif os.path.isfile(single):
-    files = [os.path.basename(single)]
-  else:
-    found = sorted(os.listdir(folder)) if os.path.isdir(folder) else "no such folder"
-    raise FileNotFoundError(f"folder={folder!r}: expected {stem}.safetensors or {index} "
-                            f"(diffusers safetensors weights); found {found}")
-  tensors: Dict[str, np.ndarray] = {}
-  for name in files:
-    tensors.update(safetensors_np.load_file(os.path.join(folder, name)))
-  return tensors
+  return hf_checkpoint.read_tensors(
+      folder, WEIGHTS_NAME if variant is None else f"{WEIGHTS_NAME}.{variant}")
 
 
 def load(folder: str, dtype: str = "float32", variant: Optional[str] = None
