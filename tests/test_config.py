@@ -73,7 +73,7 @@ def test_cli_override_applies(tmp_path, data_dir):
 @pytest.mark.parametrize("override, message", [
     ("--config.optimizer.lrr=1e-3", "lrr"),
     ("--config.train.steps=abc", "steps"),
-    ("--config.model.name=resnet9000", "unknown model 'resnet9000'; valid choices: bnn_resnet18,"),
+    ("--config.model.name=resnet9000", "unknown model 'resnet9000'; valid choices: autoencoder_kl, bnn_resnet18,"),
     ("--config.data.name=mnist9000", "mnist9000"),
     ("--config.train.nonfinite=ignore", "nonfinite"),
 ])
