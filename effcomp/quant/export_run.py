@@ -91,9 +91,10 @@ def export_binary_lm_and_check(workdir: str, output: str) -> dict:
   path = str(out / "model.npz")
   pack_int.save(path, jax.device_get(binary_pack.pack_model(src.model, src.params)))
   (out / lm.TOKENIZER_FILE).write_text(src.tokenizer.to_json())
-  float_model, float_params = binary_pack.unpack(src.model, pack_int.load(path))
+  packed = pack_int.load(path)
+  float_model, float_params = binary_pack.unpack(src.model, packed)
   ppl = lambda m, p: evaluate.perplexity(m, p, src.eval_rows, src.tokenizer.pad_id)
-  packed_bytes, float_bytes = binary_pack.nbytes(pack_int.load(path))
+  packed_bytes, float_bytes = binary_pack.nbytes(packed)
   return dict(trained_perplexity=ppl(src.model, src.params),
               packed_perplexity=ppl(float_model, float_params), binarizer=src.model.binarizer,
               packed_bytes=packed_bytes, float_bytes=float_bytes, output=path)

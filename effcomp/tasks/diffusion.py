@@ -100,9 +100,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return x if autoencoder is None else encode(autoencoder, frozen, x, scale)
 
   def init_fn(rng, batch):
-    x0 = jax.eval_shape(lambda b: x0_of(b, None), batch) if autoencoder is None else None
-    shape = x0.shape if x0 is not None else (1, model.input_size, model.input_size,
-                                             model.in_channels)
+    del batch  # the model declares its input shape (and checks the data's in training)
+    shape = (1, model.input_size, model.input_size, model.in_channels)
     return model.init({"params": rng, "dropout": rng}, jnp.zeros(shape, jnp.float32),
                       jnp.zeros(shape[:1], jnp.int32), jnp.zeros(shape[:1], jnp.int32))
 

@@ -138,14 +138,19 @@ def sync_task_files(workdir: str, files: Dict[str, str]) -> None:
       tmp.rename(path)
 
 
+def _with_params(state: state_lib.TrainState, params, **changes) -> state_lib.TrainState:
+  """`state` with new `params`, and its EMA (if kept) restarted from them."""
+  ema = jax.tree.map(jnp.copy, params) if state.ema_params is not None else None
+  return state.replace(params=params, ema_params=ema, **changes)
+
+
 def _init_from(state: state_lib.TrainState, exp: Experiment, workdir: str) -> state_lib.TrainState:
   """`state` with params (and EMA) and model state restored from `workdir`'s newest step."""
   target = {"params": exp.abstract_state.params, **exp.abstract_state.model_state}
   variables = checkpoint_lib.restore_variables(workdir, target)
   params = variables.pop("params")
   logging.info("Initialized params from %s", workdir)
-  return state.replace(params=params, model_state=variables,
-                       ema_params=jax.tree.map(jnp.copy, params) if state.ema_params is not None else None)
+  return _with_params(state, params, model_state=variables)
 
 
 def _warm_start(state: state_lib.TrainState, exp: Experiment):
@@ -154,8 +159,7 @@ def _warm_start(state: state_lib.TrainState, exp: Experiment):
   params, info = exp.task.warm_start(state.params, exp.teacher_variables)
   params = jax.device_put(params, exp.state_shardings.params)
   logging.info("Warm start in %.1f s: %s", time.time() - t, info)
-  return state.replace(params=params, ema_params=(jax.tree.map(jnp.copy, params)
-                                                  if state.ema_params is not None else None)), info
+  return _with_params(state, params), info
 
 
 def evaluate(exp: Experiment, state: state_lib.TrainState) -> Dict[str, float]:
