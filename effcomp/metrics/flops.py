@@ -34,6 +34,7 @@ from jax.extend.core import jaxprs_in_params
 
 from effcomp.models.dit.dit import DIT_SIZES, FREQ_DIM, DiT
 from effcomp.models.dit.udit import UDIT_SIZES, UDiT
+from effcomp.nn import depthwise_conv
 from effcomp.nn.downsampled_attention import parse_downsampler
 
 # Published GFLOPs (MACs) at 256×256, and where each number is printed.
@@ -137,8 +138,10 @@ def _jaxpr_macs(jaxpr) -> int:
 def jaxpr_macs(fn: Callable, *args, **kwargs) -> int:
   """Exact MACs of the dot_general and conv_general_dilated ops in `fn`'s jaxpr (output
   elements × contracted size), through nested calls; scans count `length` times, a cond
-  its largest branch, a while loop one iteration."""
-  return _jaxpr_macs(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+  its largest branch, a while loop one iteration. Depthwise convs are traced as convs
+  (`depthwise_conv.auto_impl('conv')`), not as the CPU's shifted multiply-adds."""
+  with depthwise_conv.auto_impl("conv"):
+    return _jaxpr_macs(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
 
 
 def xla_flops(fn: Callable, *args, **kwargs) -> float:

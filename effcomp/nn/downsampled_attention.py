@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from effcomp.nn.depthwise_conv import DepthwiseConv
+
 ATTN_TYPES = ("dot", "cosine")
 # Swin-V2 clamps the learned logit scale at log(100) (reference: clamp(max=4.6052)).
 LOG_MAX_LOGIT_SCALE = math.log(100.0)
@@ -198,10 +200,14 @@ class DownsampledAttention(nn.Module):
     if kernel:
       names = ("height", "width", None, "embed") if depthwise else (
           "height", "width", "conv_in", "conv_out")
-      y = nn.Conv(c, (kernel, kernel), padding="SAME", feature_group_count=c if depthwise else 1,
-                  dtype=self.dtype, name="downsampler",
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))(x)
+      inits = dict(kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                            names),
+                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+      if depthwise:
+        y = DepthwiseConv(kernel, dtype=self.dtype, name="downsampler", **inits)(x)
+      else:
+        y = nn.Conv(c, (kernel, kernel), padding="SAME", dtype=self.dtype, name="downsampler",
+                    **inits)(x)
       x = x + y if self.down_shortcut else y
     angles = None
     if self.rope:

@@ -139,3 +139,21 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       eval_example_transform=eval_crop if c.image_size else None,
       summary_metric="accuracy",
       teacher_init_fn=init_fn_for(teacher_model) if teacher_model is not None else None)
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str):
+  """(model, variables) of the newest checkpoint of the classification run in `workdir`
+  (params and BatchNorm statistics), the variables' shapes taken from one example of the
+  config's eval split as the task transforms it."""
+  from effcomp.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
+  d = config.data
+  source = sources.get_source(d.name, d.eval_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
+  task_config_ = config.copy_and_resolve_references()
+  if "distill_weight" in task_config_.task:
+    task_config_.task.distill_weight = 0.0  # restoring needs no teacher
+  task = build(task_config_, trainer.build_model(config.model, config.train.compute_dtype),
+               source, source)
+  batch = pipeline.read_batch(source, [0], task.eval_example_transform)
+  x = model_inputs(jnp.asarray(batch["image"]), config.task.get("resize", 0))
+  return trainer.restore_model(config, workdir, (x,))

@@ -153,26 +153,25 @@ def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
   the diffusion run in `workdir` (params: the EMA when the run kept one); `config` None:
   the config the run recorded."""
   from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.train import checkpoint, sharding, state, trainer  # pylint: disable=g-import-not-at-top
+  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
   config = config or config_lib.from_workdir(workdir)
-  model = trainer.build_model(config.model, config.train.compute_dtype)
-  mesh = sharding.create_mesh(config.mesh)
-  shape = (1, model.input_size, model.input_size, model.in_channels)
-  init = lambda rng, x: model.init({"params": rng, "dropout": rng}, x, jnp.zeros((1,), jnp.int32),
-                                   jnp.zeros((1,), jnp.int32))
-  abstract = state.abstract_variables(init, jnp.zeros(shape, jnp.float32), mesh)
-  params = checkpoint.restore_variables(workdir, abstract, ema=config.train.ema_decay > 0)["params"]
+  shapes = trainer.build_model(config.model, config.train.compute_dtype)  # fields with defaults
+  size = shapes.input_size
+  labels = jnp.zeros((1,), jnp.int32)
+  model, variables = trainer.restore_model(
+      config, workdir, (jnp.zeros((1, size, size, shapes.in_channels)), labels, labels),
+      ema=config.train.ema_decay > 0, rng_names=("params", "dropout"))
   if not config.teacher.workdir:
-    return model, params, None, None
+    return model, variables["params"], None, None
   ae_config = config.teacher.model if config.teacher.model.name else config_lib.from_workdir(
       config.teacher.workdir).model
-  autoencoder = trainer.build_model(ae_config, config.train.compute_dtype)
-  f = autoencoder.downsampling_factor
-  image = jnp.zeros((1, model.input_size * f, model.input_size * f, autoencoder.in_channels))
-  ae_abstract = state.abstract_variables(
-      lambda rng, x: autoencoder.init({"params": rng, "sample": rng}, x), image, mesh)
-  return model, params, autoencoder, checkpoint.restore_variables(config.teacher.workdir,
-                                                                  ae_abstract)
+  shapes = trainer.build_model(ae_config, config.train.compute_dtype)
+  f = shapes.downsampling_factor
+  image = jnp.zeros((1, size * f, size * f, shapes.in_channels))
+  autoencoder, ae_variables = trainer.restore_model(
+      config, config.teacher.workdir, (image,), model_config=ae_config,
+      rng_names=("params", "sample"))
+  return model, variables["params"], autoencoder, ae_variables
 
 
 def sample_images(model, params, labels: jax.Array, rng: jax.Array, *,

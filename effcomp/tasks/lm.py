@@ -232,16 +232,13 @@ def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
   from its checkpoints (sharded over `config.mesh`).
   """
   from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.train import checkpoint, sharding, state, trainer  # pylint: disable=g-import-not-at-top
+  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
   config = config or config_lib.from_workdir(workdir)
   path = os.path.join(workdir, TOKENIZER_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--workdir={workdir!r}: no {TOKENIZER_FILE}; expected the workdir "
                             "of a run of the 'lm' task")
   tok = tokenizer_lib.load(path)
-  model = trainer.build_model(config.model, config.train.compute_dtype)
-  mesh = sharding.create_mesh(config.mesh)
-  abstract = state.abstract_variables(lambda rng, x: model.init(rng, x),
-                                      jnp.zeros((1, 8), jnp.int32), mesh)
-  params = checkpoint.restore_variables(workdir, abstract)["params"]
+  model, variables = trainer.restore_model(config, workdir, (jnp.zeros((1, 8), jnp.int32),))
+  params = variables["params"]
   return model, params, tok

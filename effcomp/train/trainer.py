@@ -63,6 +63,23 @@ def build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
   return models.build(model_config.name, **kwargs)
 
 
+def restore_model(config: ml_collections.ConfigDict, workdir: str, example_inputs: tuple, *,
+                  model_config: Optional[ml_collections.ConfigDict] = None, ema: bool = False,
+                  rng_names: tuple = ("params",)):
+  """(model, variables) of the newest checkpoint of the run in `workdir`, reading no data.
+
+  The model is built from `model_config` (default `config.model`) in
+  `config.train.compute_dtype`; `model.init(rngs, *example_inputs)` (one rng per name in
+  `rng_names`) gives the variables' shapes, restored sharded over `config.mesh`.
+  `ema`: the params are the run's EMA.
+  """
+  model = build_model(model_config or config.model, config.train.compute_dtype)
+  mesh = sharding_lib.create_mesh(config.mesh)
+  init = lambda rng, inputs: model.init({name: rng for name in rng_names}, *inputs)
+  abstract = state_lib.abstract_variables(init, tuple(example_inputs), mesh)
+  return model, checkpoint_lib.restore_variables(workdir, abstract, ema=ema)
+
+
 def _init_batch(task: Task) -> Dict[str, np.ndarray]:
   """The first eval example as a batch of 1 (only shapes matter for init)."""
   batch = pipeline.read_batch(task.eval_source, [0], task.eval_example_transform)

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guided_output,
                                     label_drop_mask, layer_norm, modulate)
+from effcomp.nn.depthwise_conv import DepthwiseConv
 from effcomp.nn.downsampled_attention import ATTN_TYPES, DownsampledAttention, xavier_dense
 from effcomp.registry import MODELS
 
@@ -68,15 +69,17 @@ def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
 
 
 def conv(features: int, kernel: int, dtype, name: str, use_bias: bool = True,
-         depthwise: bool = False, init=None) -> nn.Conv:
+         depthwise: bool = False, init=None) -> nn.Module:
   """A stride-1 'same' k×k conv (dense or depthwise), Xavier-uniform kernel, zero bias."""
   names = ("height", "width", None, "embed") if depthwise else (
       "height", "width", "conv_in", "conv_out")
+  inits = dict(kernel_init=nn.with_logical_partitioning(
+      init or nn.initializers.xavier_uniform(), names),
+               bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+  if depthwise:
+    return DepthwiseConv(kernel, use_bias=use_bias, dtype=dtype, name=name, **inits)
   return nn.Conv(features, (kernel, kernel), padding="SAME", use_bias=use_bias, dtype=dtype,
-                 feature_group_count=features if depthwise else 1, name=name,
-                 kernel_init=nn.with_logical_partitioning(
-                     init or nn.initializers.xavier_uniform(), names),
-                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+                 name=name, **inits)
 
 
 class FeedForward(nn.Module):

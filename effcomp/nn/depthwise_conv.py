@@ -1,0 +1,87 @@
+"""A depthwise k×k 'same' convolution that is fast on CPUs, with `nn.Conv`'s parameters.
+
+XLA's CPU backend runs grouped convolutions with one channel per group
+(`feature_group_count = C`) through a slow generic path: a 5×5 depthwise conv on
+[64, 16, 16, 64] takes 0.12 s forward + backward on 2 cores, where the same result as a
+sum of k² shifted, per-channel-scaled copies of the zero-padded input takes 0.047 s
+(0.06 s vs 0.006 s on a [64, 4, 4, 256] map; measured side by side). U-DiT's FFN and
+downsampler are depthwise convs, so this decides its CPU speed. On accelerators the
+convolution primitive is the better kernel and stays in use (`impl='auto'`).
+
+Both implementations compute the same function (zero 'SAME' padding, odd k, stride 1) and
+`DepthwiseConv` declares exactly `nn.Conv(C, (k, k), feature_group_count=C)`'s parameters
+(`kernel` [k, k, 1, C], `bias` [C]), so checkpoints move freely between them.
+"""
+
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("auto", "shifted", "conv")
+_AUTO = contextvars.ContextVar("depthwise_conv_auto_impl", default=None)
+
+
+@contextlib.contextmanager
+def auto_impl(impl: str) -> Iterator[None]:
+  """Within the block (at trace time), impl='auto' means `impl`: e.g. 'conv' so that a
+  jaxpr shows each depthwise conv as one convolution (`metrics.flops.jaxpr_macs`). Only
+  functions traced inside the block see it: jax reuses the cached trace of a function it
+  has traced before."""
+  if impl not in IMPLS[1:]:
+    raise ValueError(f"impl={impl!r}: expected one of {IMPLS[1:]}")
+  token = _AUTO.set(impl)
+  try:
+    yield
+  finally:
+    _AUTO.reset(token)
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
+  """x: [B, H, W, C], kernel: [k, k, 1, C] (odd k) → [B, H, W, C], zero 'SAME' padding.
+
+  impl: 'shifted' (sum of k² shifted copies), 'conv' (`lax.conv_general_dilated` with
+  C groups) or 'auto' (shifted on CPU, conv elsewhere; see `auto_impl`)."""
+  kh, kw = kernel.shape[:2]
+  if kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[-1]:
+    raise ValueError(f"kernel shape {kernel.shape}: expected [k, k, 1, {x.shape[-1]}]")
+  if kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f"kernel size {kh}×{kw}: expected odd sizes ('SAME' padding is centred)")
+  if impl not in IMPLS:
+    raise ValueError(f"impl={impl!r}: expected one of {IMPLS}")
+  if impl == "auto":
+    impl = _AUTO.get() or ("shifted" if jax.default_backend() == "cpu" else "conv")
+  if impl == "conv":
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=x.shape[-1])
+  height, width = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  out = jnp.zeros_like(x)
+  for i in range(kh):
+    for j in range(kw):
+      out = out + padded[:, i:i + height, j:j + width, :] * kernel[i, j, 0]
+  return out
+
+
+class DepthwiseConv(nn.Module):
+  """A depthwise k×k stride-1 'same' conv with bias over the last axis of [B, H, W, C]."""
+  kernel_size: int
+  use_bias: bool = True
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c, k = x.shape[-1], self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, 1, c), jnp.float32)
+    bias = self.param("bias", self.bias_init, (c,), jnp.float32) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = depthwise_conv2d(x, kernel, self.impl)
+    return y + bias if bias is not None else y
