@@ -1,10 +1,11 @@
 """U-DiT against DiT on the embedded digits: equal and lower FLOPs, the same training budget.
 
 Every model trains with `configs/diffusion_digits.py` (pixel space, digits upsampled to
-16×16, ε prediction with learned σ, 1000-step linear schedule, AdamW 3e-4, EMA 0.999,
-batch 64) for the same number of steps from the same seed, then samples
+16×16, ε prediction with learned σ, 1000-step linear schedule, AdamW 1e-3, EMA 0.999
+with warm-up, batch 64) for the same number of steps from the same seed, then samples
 `--samples_per_class` images per class from its EMA weights without guidance (DDIM,
-η = 0; U-DiT with its re-parameterized FFN). Measured per model: forward GFLOPs per
+η = 0; U-DiT with its re-parameterized FFN), and as many with classifier-free guidance
+for a second class-accuracy column. Measured per model: forward GFLOPs per
 sample (multiply-adds, the papers' convention, `effcomp.metrics.flops.analytic_macs`, and
 XLA's cost analysis), parameters, the final eval loss (fixed noise draws), training
 steps/s, sampling seconds, and two scores from a small CNN trained on the same 16×16
@@ -36,17 +37,18 @@ flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_udit"),
                     "Where the classifier and the diffusion models train (from scratch).")
 flags.DEFINE_integer("steps", 600, "Training steps of every diffusion model (batch 64).")
 flags.DEFINE_integer("classifier_steps", 400, "Training steps of the proxy classifier.")
-flags.DEFINE_integer("samples_per_class", 50, "Samples per class for the scores.")
+flags.DEFINE_integer("samples_per_class", 30, "Samples per class for the scores.")
+flags.DEFINE_float("guidance_scale", 4.0, "Classifier-free guidance of the extra class-accuracy "
+                   "column (the other scores are unguided, as U-DiT's main tables).")
 flags.DEFINE_string("sample_steps", "ddim25", "Sampling steps (respacing) of the DDIM sampler.")
+flags.DEFINE_list("models", ["DiT-T/2", "U-DiT-T", "U-DiT-T/small"], "Sizes to compare "
+                  "(configs/diffusion_digits.py); the first is the baseline of the ratios.")
 FLAGS = flags.FLAGS
 
+GUIDED = "class accuracy (guided)"
 RESIZE = 16  # the classifier sees digits as the diffusion models do: bilinear 8×8 → 16×16
-# (configs/diffusion_digits.py size, role in the comparison)
-MODELS = (
-    ("DiT-T/2", "DiT baseline"),
-    ("U-DiT-T", "U-DiT at DiT-T/2's FLOPs"),
-    ("U-DiT-T/small", "U-DiT at a fraction of DiT-T/2's FLOPs"),
-)
+ROLES = {"DiT-T/2": "DiT baseline", "U-DiT-T": "U-DiT at DiT-T/2's FLOPs",
+         "U-DiT-T/small": "U-DiT at a fraction of DiT-T/2's FLOPs"}
 
 
 def _slug(name):
@@ -114,15 +116,21 @@ def train_and_sample(name):
   if isinstance(model, udit.UDiT) and model.ffn == "rep":  # inference form, as the reference
     model, params = model.clone(ffn="dwconv"), udit.reparameterize(params)
   labels = jnp.repeat(jnp.arange(model.num_classes), FLAGS.samples_per_class)
-  sample = lambda rng, y: diffusion.sample_images(model, params, y, rng, config=config,
-                                                  sampler="ddim", steps=FLAGS.sample_steps)
-  jax.block_until_ready(sample(jax.random.key(1), labels[:100]))  # compile outside the timing
-  start = time.time()
-  samples = np.concatenate([np.asarray(sample(jax.random.fold_in(jax.random.key(0), i),
-                                              labels[i:i + 100]))
-                            for i in range(0, len(labels), 100)])
-  row["sampling s/image"] = (time.time() - start) / len(labels)
-  return row, samples, np.asarray(labels)
+
+  def sample_all(guidance_scale):
+    fn = lambda rng, y: diffusion.sample_images(model, params, y, rng, config=config,
+                                                sampler="ddim", steps=FLAGS.sample_steps,
+                                                guidance_scale=guidance_scale)
+    jax.block_until_ready(fn(jax.random.key(1), labels[:100]))  # compile outside the timing
+    start = time.time()
+    out = np.concatenate([np.asarray(fn(jax.random.fold_in(jax.random.key(0), i),
+                                        labels[i:i + 100]))
+                          for i in range(0, len(labels), 100)])
+    return out, (time.time() - start) / len(labels)
+
+  samples, row["sampling s/image"] = sample_all(1.0)
+  guided, _ = sample_all(FLAGS.guidance_scale)
+  return row, samples, guided, np.asarray(labels)
 
 
 def save_grid(samples, labels, path, per_class=10):
@@ -138,7 +146,7 @@ def save_grid(samples, labels, path, per_class=10):
 def main(argv):
   del argv
   from benchmarks import common
-  from effcomp.metrics import fid
+  from effcomp.metrics import fid, proxy
   t_start = time.time()
   accuracy, features_fn, logits_fn = train_classifier()
   train_images, _ = digits("train")
@@ -147,9 +155,11 @@ def main(argv):
   rows = [{"model": "real test images (reference)", "role": "",
            **scores(test_images, test_labels, real_stats, features_fn, logits_fn)}]
   grids = {}
-  for name, role in MODELS:
-    row, samples, labels = train_and_sample(name)
+  for name in FLAGS.models:
+    role = ROLES.get(name, "")
+    row, samples, guided, labels = train_and_sample(name)
     row.update(role=role, **scores(samples, labels, real_stats, features_fn, logits_fn))
+    row[GUIDED] = proxy.class_accuracy(logits_fn, guided, labels)
     path = os.path.join("docs", "results", f"udit_samples_{_slug(name)}.png")
     grids[path] = (samples, labels)
     row["samples"] = f"[grid]({os.path.basename(path)})"
@@ -169,7 +179,8 @@ def main(argv):
            f"({FLAGS.classifier_steps} steps, test accuracy {accuracy:.3f}): `proxy-FID` = "
            "Fréchet distance of its penultimate features, samples vs the training images — a "
            "proxy, NOT comparable with any published FID; `class accuracy` = share of samples "
-           "the classifier reads as their conditioning class. Timings on 2 CPU cores, one run: "
+           "the classifier reads as their conditioning class; `(guided)`: the same with "
+           f"classifier-free guidance {FLAGS.guidance_scale:g}. Timings on 2 CPU cores, one run: "
            "XLA's CPU backend runs U-DiT's many small ops (depthwise convs, sub-map reshapes) "
            "at a lower rate per FLOP than DiT's few large matmuls, so compare the FLOPs for "
            f"cost and the steps/s for this machine only. Wall time of the whole benchmark: "
@@ -177,7 +188,7 @@ def main(argv):
   common.write_results(
       "udit", rows,
       ["model", "role", "params (M)", "GFLOPs", "GFLOPs vs DiT", "XLA GFLOPs", "eval loss",
-       "proxy-FID", "class accuracy", "train steps/s", "steps/s vs DiT", "sampling s/image",
+       "proxy-FID", "class accuracy", GUIDED, "train steps/s", "steps/s vs DiT", "sampling s/image",
        "samples"],
       title="U-DiT vs DiT on the embedded digits (CPU scale)", notes=notes,
       extra={"classifier_accuracy": accuracy})

@@ -2,7 +2,7 @@
 
 scikit-learn's 8×8 digits, upsampled to 16×16 (bilinear) in pixel space, 10 classes; DiT's
 recipe (ε prediction, learned sigma, linear 1000-step schedule, AdamW at a constant
-learning rate, EMA, label dropout 0.1 for classifier-free guidance) with small models:
+learning rate, EMA (with warm-up here), label dropout 0.1 for classifier-free guidance) with small models:
 
   python experiments/train.py --config=configs/diffusion_digits.py:model=U-DiT-T \\
       --workdir=workdirs/udit_digits
@@ -35,7 +35,7 @@ SIZES = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, model="DiT-T/2", steps=2000, batch=64, lr=3e-4, seed=0,
+  a = config_lib.parse_arg(arg, model="DiT-T/2", steps=2000, batch=64, lr=1e-3, seed=0,
                            autoencoder="", latent_scale=0.0)
   if a.model not in SIZES:
     raise ValueError(f"config argument model={a.model!r}: expected one of {sorted(SIZES)}")
@@ -46,6 +46,11 @@ def get_config(arg=None):
   config.teacher.workdir = a.autoencoder
   config.task.latent_scale = a.latent_scale
   config.seed = a.seed
+  # Thousands of steps, not DiT's 400K: without warm-up an EMA of 0.999 would still hold
+  # much of the initialization (≈ 55 % after 600 steps) when it is sampled. For the same
+  # reason the learning rate is 1e-3, not DiT's 1e-4: DiT-T/2 after 600 steps reached an
+  # EMA eval loss of 0.038 with it, 0.064 with 3e-4 (and barely used its class label).
+  config.train.ema_warmup = True
   config.eval.batch_size = 120
   config.train.log_every = 50
   config.train.eval_every = 500

@@ -57,11 +57,12 @@ def fail(kind: str, error: BaseException, code: int):
   sys.exit(code)
 
 
-def run(body) -> None:
+def run(body, config_required: bool = True) -> None:
   """Checks --config/--workdir, starts jax.distributed if asked, and runs `body(trainer)`,
-  turning user errors into one line and an exit status (2, or 3 for a non-finite loss)."""
+  turning user errors into one line and an exit status (2, or 3 for a non-finite loss).
+  `config_required=False`: programs that fall back to the config the run recorded."""
   from effcomp.train import checkpoint, trainer
-  if FLAGS.config is None:
+  if FLAGS.config is None and config_required:
     fail("error", ValueError("--config is required, e.g. --config=configs/demo.py"), 2)
   if not FLAGS.workdir:
     fail("error", ValueError("--workdir is required"), 2)

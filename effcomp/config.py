@@ -42,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_accum_steps = 1  # micro-batches per optimizer step
   c.train.compute_dtype = "float32"  # or "bfloat16"; parameters stay float32
   c.train.ema_decay = 0.0  # 0 disables the EMA of parameters
+  c.train.ema_warmup = False  # decay min(ema_decay, (1+t)/(10+t)) at step t (short runs)
   c.train.nonfinite = "stop"  # non-finite loss: "stop" the run, or "skip" the step
   c.train.log_every = 50
   c.train.eval_every = 500  # 0: evaluate only at the end

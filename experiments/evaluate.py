@@ -1,14 +1,49 @@
 """Evaluate a checkpoint of a run.
 
   python experiments/evaluate.py --config=configs/demo.py --workdir=workdirs/demo [--step=N]
+  python experiments/evaluate.py --config=configs/sr_photos.py:model=swinir,scale=2 \\
+      --workdir=workdirs/sr_swinir_x2 --test_sets=photos,set5,set14 [--tile=128]
+
+Every task: the config's eval metrics at the newest (or `--step`) checkpoint, as JSON.
+Super-resolution runs with `--test_sets`: PSNR and SSIM (Y channel, `scale` border
+pixels cropped, BasicSR's conventions) of whole images of each named dataset's test split
+(`effcomp.tasks.sr.evaluate_sets`), per set and per image, as JSON.
 """
 
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from effcomp import cli  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from effcomp import cli  # noqa: E402  (defines --config, --workdir, --step)
+
+flags.DEFINE_list("test_sets", None, "SR runs: datasets to test on whole images, e.g. "
+                  "photos,set5,set14,b100,urban100,manga109,div2k.")
+flags.DEFINE_integer("tile", 0, "SR runs: upscale in LR tiles of this side (0: whole image).")
+FLAGS = flags.FLAGS
+
+
+def _main(argv) -> None:
+  if len(argv) > 1:
+    cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
+
+  def body(trainer):
+    if FLAGS.test_sets:
+      if FLAGS.config.task.name != "sr":
+        raise ValueError(f"--test_sets: for super-resolution runs, not {FLAGS.config.task.name!r}")
+      from effcomp.tasks import sr
+      d = FLAGS.config.data
+      out = sr.evaluate_sets(FLAGS.config, FLAGS.workdir, FLAGS.test_sets, data_dir=d.data_dir,
+                             manual_dir=d.manual_dir, tile=FLAGS.tile)
+    else:
+      out = trainer.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+    print(json.dumps(out, indent=2))
+  cli.run(body)
+
 
 if __name__ == "__main__":
-  cli.evaluate_main()
+  logging.set_verbosity(logging.WARNING)
+  app.run(_main, flags_parser=cli.parse_flags)

@@ -3,6 +3,7 @@ sampling to a PNG grid, and the 8-device sharded step."""
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,3 +110,24 @@ def test_eight_devices_train_diffusion_like_one(tmp_path, data_dir):
                         "--config.mesh.tensor=2"), devices=8)
   np.testing.assert_allclose(_losses(eight), _losses(one), rtol=2e-5)
   assert len(_losses(one)) == 4
+
+
+def test_imported_diffusers_autoencoder_is_a_latent_teacher(tmp_path, data_dir):
+  """experiments/import_vae.py: a diffusers folder becomes a run a diffusion config uses."""
+  del data_dir
+  from effcomp.models.vae import AutoencoderKL, diffusers_weights
+  vae = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 8),
+                      layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                      scaling_factor=0.5)
+  params = vae.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))["params"]
+  folder, ae_dir = str(tmp_path / "diffusers"), str(tmp_path / "imported")
+  diffusers_weights.save(folder, vae, params)
+  run_python(["experiments/import_vae.py", f"--diffusers={folder}", f"--workdir={ae_dir}"])
+  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    diffusers_weights.import_run(folder, ae_dir)
+  run_dir = str(tmp_path / "latent")
+  trainer.train_and_evaluate(_config("DiT-T/2", 2, ae_dir), run_dir)
+  _, _, restored_vae, restored = diffusion.restore(None, run_dir)
+  assert restored_vae.scaling_factor == 0.5
+  for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)

@@ -52,6 +52,17 @@ def test_in_memory_source_gives_the_same_stream():
     pipeline.ArraySource({"a": np.zeros(3), "b": np.zeros(4)})
 
 
+def test_in_memory_source_keeps_records_of_different_shapes():
+  records = [{"image": np.full((2 + i, 3, 1), i, np.uint8), "label": i} for i in range(3)]
+  memory = pipeline.ArraySource.from_source(records)
+  assert len(memory) == 3 and memory.arrays["label"].shape == (3,)
+  for i in range(3):
+    np.testing.assert_array_equal(memory[i]["image"], records[i]["image"])
+  crop = lambda example, rng: {"image": example["image"][:2], "label": example["label"]}
+  batch = pipeline.read_batch(memory, [2, 0], crop)
+  assert batch["image"].shape == (2, 2, 3, 1) and list(batch["label"]) == [2, 0]
+
+
 def test_processes_read_contiguous_slices_of_the_same_global_batches():
   whole = _take(pipeline.train_iterator(_Source(), global_batch_size=8, seed=0), 9)
   parts = [_take(pipeline.train_iterator(_Source(), global_batch_size=8, seed=0,

@@ -62,6 +62,20 @@ def test_ema_tracks_params():
     np.testing.assert_allclose(e, 0.75 * p0 + 0.25 * p1, rtol=1e-6)
 
 
+def test_ema_warmup_follows_the_params_early():
+  task, tx, state, batch = _setup(ema=True)
+  step = jax.jit(steps.make_train_step(task, tx, ema_decay=0.999, ema_warmup=True))
+  new, _ = step(state, batch)  # t = 0: decay min(0.999, 1/10) = 0.1
+  for e, p0, p1 in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(state.params),
+                       jax.tree.leaves(new.params)):
+    np.testing.assert_allclose(e, 0.1 * p0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
+  late = new.replace(step=jnp.asarray(100_000, new.step.dtype))
+  newer, _ = step(late, batch)  # (1 + t)/(10 + t) > 0.999: the configured decay
+  for e, e0, p1 in zip(jax.tree.leaves(newer.ema_params), jax.tree.leaves(late.ema_params),
+                       jax.tree.leaves(newer.params)):
+    np.testing.assert_allclose(e, 0.999 * e0 + 0.001 * p1, rtol=1e-5, atol=1e-7)
+
+
 def test_distillation_loss_is_zero_for_identical_logits_and_positive_otherwise():
   logits = jnp.array([[1.0, 2.0, -1.0]])
   assert abs(float(classification.distillation_loss(logits, logits, 4.0))) < 1e-6

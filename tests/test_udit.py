@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from effcomp.models.dit.udit import (UDIT_SIZES, UDiT, UDiTLayer, pixel_shuffle, pixel_unshuffle,
-                                     reparameterize)
+from effcomp.models.dit.udit import UDIT_SIZES, UDiT, UDiTLayer, reparameterize
+from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import (DownsampledAttention, rope2d_angles,
                                               space_to_submaps, submaps_to_space)
 from effcomp.registry import MODELS

@@ -35,8 +35,21 @@ class ArraySource:
 
   @classmethod
   def from_source(cls, source: Any) -> "ArraySource":
-    """Reads every record of `source` into memory (for datasets that fit in RAM)."""
-    return cls(read_batch(source, np.arange(len(source))))
+    """Reads every record of `source` into memory (for datasets that fit in RAM). A field
+    whose records differ in shape (photos of several sizes) is kept as an object array of
+    the records' arrays: such data is read through an example transform (crops), never
+    gathered into one batch as stored."""
+    rows = [source[i] for i in range(len(source))]
+    arrays = {}
+    for key in rows[0]:
+      values = [np.asarray(r[key]) for r in rows]
+      if len({v.shape for v in values}) == 1:
+        arrays[key] = np.stack(values)
+      else:
+        arrays[key] = np.empty(len(values), object)
+        for i, value in enumerate(values):  # not `[:] = values`: numpy would broadcast them
+          arrays[key][i] = value
+    return cls(arrays)
 
   def __len__(self) -> int:
     return len(next(iter(self.arrays.values())))

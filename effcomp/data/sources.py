@@ -10,7 +10,7 @@ without TensorFlow.
 
 Where: `data_dir` argument, else `$EFFCOMP_DATA_DIR`, else `~/tensorflow_datasets`;
 each dataset lives in `<data_dir>/effcomp_<name>/<version>/`. Manual datasets (cifar10,
-imagenet, wikitext2, wikitext103) read their files from `manual_dir`, default
+imagenet, wikitext2, wikitext103, the SR sets) read their files from `manual_dir`, default
 `<data_dir>/downloads/manual`.
 
 Building holds an exclusive `fcntl.flock` on `<data_dir>/.effcomp_<name>.lock`, so the
@@ -31,6 +31,7 @@ from effcomp.data import digits
 from effcomp.data import imagenet
 from effcomp.data import photos
 from effcomp.data import python_docs
+from effcomp.data import sr
 from effcomp.data import wikitext
 
 # name → (builder class, split names).
@@ -42,6 +43,9 @@ DATASETS: dict[str, tuple[Type[tfds.core.GeneratorBasedBuilder], tuple[str, ...]
     "imagenet": (imagenet.Imagenet, ("train", "validation")),
     "wikitext2": (wikitext.Wikitext2, ("train", "validation", "test")),
     "wikitext103": (wikitext.Wikitext103, ("train", "validation", "test")),
+    # Super-resolution (manual_dir): div2k, flickr2k, set5, set14, b100, urban100,
+    # manga109, realsr (its default ×4 config).
+    **sr.SR_DATASETS,
 }
 DATA_DIR_ENV = "EFFCOMP_DATA_DIR"
 FILE_FORMAT = "array_record"
@@ -115,8 +119,8 @@ def get_source(name: str, split: str, *, data_dir: Optional[str] = None,
   """Random-access source of `split` of dataset `name` (see the module docstring).
 
   Args:
-    name: 'digits', 'photos', 'python_docs', 'cifar10', 'imagenet', 'wikitext2' or
-      'wikitext103'.
+    name: one of `DATASETS` ('digits', 'photos', 'python_docs', 'cifar10', 'imagenet',
+      'wikitext2', 'wikitext103', and the super-resolution sets of `effcomp.data.sr`).
     split: one of the dataset's splits (`DATASETS[name][1]`), or a TFDS slice of them.
     data_dir, manual_dir: as in `prepared_builder`.
 

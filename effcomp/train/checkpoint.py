@@ -138,3 +138,20 @@ def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False) 
   finally:
     manager.close()
   return {"params": restored[key], **restored["model_state"]}
+
+
+def save_variables(workdir: str, variables: Any, step: int = 0) -> None:
+  """Writes `variables` ({'params': ..., other collections}) as checkpoint `step` of
+  `workdir`, readable by `restore_variables` (e.g. weights imported from another
+  framework). An existing checkpoint there is an error: nothing is overwritten."""
+  directory = _absolute(workdir) / "checkpoints"
+  if directory.exists() and any(directory.iterdir()):
+    raise FileExistsError(f"workdir={workdir!r}: {directory} already holds checkpoints")
+  checkpointer = Checkpointer(str(directory), async_save=False)
+  try:
+    state = {"params": variables["params"],
+             "model_state": {k: v for k, v in variables.items() if k != "params"}}
+    checkpointer.save(step, state, None)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()

@@ -19,8 +19,13 @@ def _split_microbatches(batch: Any, n: int) -> Any:
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation, *, grad_accum_steps: int = 1,
-                    ema_decay: float = 0.0) -> Callable:
+                    ema_decay: float = 0.0, ema_warmup: bool = False) -> Callable:
   """`train_step(state, batch, teacher_variables) -> (state, metrics)`.
+
+  The EMA of the params (if the state keeps one) decays by `ema_decay` per step; with
+  `ema_warmup`, by min(ema_decay, (1 + t) / (10 + t)) at step t (diffusers `EMAModel`'s
+  default decay), so it follows the params early in short runs instead of averaging in the
+  initialization for ~1/(1 − ema_decay) steps.
 
   Gradients are averaged over `grad_accum_steps` micro-batches (a `lax.scan`, so
   memory is that of one micro-batch). If the loss or the gradient norm is not finite
@@ -58,7 +63,11 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, *, grad_accum_
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+      decay = ema_decay
+      if ema_warmup:
+        t = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+      ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(

@@ -125,7 +125,8 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   replicated = sharding_lib.replicated(mesh)
   train_step = jax.jit(
       steps_lib.make_train_step(task, tx, grad_accum_steps=config.train.grad_accum_steps,
-                                ema_decay=config.train.ema_decay),
+                                ema_decay=config.train.ema_decay,
+                                ema_warmup=config.train.ema_warmup),
       in_shardings=(shardings, batch_sharding, teacher_shardings),
       out_shardings=(shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(steps_lib.make_eval_step(task, use_ema=config.eval.use_ema),

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guided_output,
                                     label_drop_mask, layer_norm, modulate)
 from effcomp.nn.depthwise_conv import DepthwiseConv
+from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import ATTN_TYPES, DownsampledAttention, xavier_dense
 from effcomp.registry import MODELS
 
@@ -52,20 +53,6 @@ _WIDTHS = {"S": (96, 4), "B": (192, 8), "L": (384, 16)}  # Table 8: channel, hea
 UDIT_SIZES = {f"U-DiT-{k}": dict(hidden_size=w, num_heads=h) for k, (w, h) in _WIDTHS.items()}
 UDIT_SIZES.update({f"U-DiT-{k}-vanilla": dict(hidden_size=w, num_heads=h, **VANILLA)
                    for k, (w, h) in _WIDTHS.items()})
-
-
-def pixel_unshuffle(x: jax.Array, r: int) -> jax.Array:
-  """[B, H, W, C] → [B, H/r, W/r, C·r²], channel c·r² + i·r + j (torch PixelUnshuffle)."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h // r, r, w // r, r, c).transpose(0, 1, 3, 5, 2, 4)
-  return x.reshape(b, h // r, w // r, c * r * r)
-
-
-def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
-  """[B, H, W, C·r²] → [B, H·r, W·r, C], the inverse of `pixel_unshuffle` (PixelShuffle)."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h, w, c // (r * r), r, r).transpose(0, 1, 4, 2, 5, 3)
-  return x.reshape(b, h * r, w * r, c // (r * r))
 
 
 def conv(features: int, kernel: int, dtype, name: str, use_bias: bool = True,

@@ -1,0 +1,1 @@
+"""Training losses beyond plain regression: distillation (DUKD, …) as pure functions."""
