@@ -36,6 +36,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/lm.py
 	$(PY) benchmarks/ptq.py
 	$(PY) benchmarks/binaryllm.py
+	$(PY) benchmarks/udit.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

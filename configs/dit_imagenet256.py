@@ -26,13 +26,13 @@ imported workdir; also settable as --config.teacher.workdir).
 Expected cost (an estimate, not measured here). Per image, one training step costs about
 3 × the forward pass, a forward multiply-add being 2 FLOPs: DiT-XL/2 (118.6 GMACs)
 → 7.1e11 FLOPs, U-DiT-B (22.2 GMACs) → 1.3e11, plus the frozen VAE encoder's forward at
-256×256 (≈ 0.54 TFLOPs, the same for every model, so it dominates the small models unless
-the latents are precomputed). 400K steps × 256 images: DiT-XL/2 ≈ 7.3e19 + 5.6e19 (VAE)
-FLOPs; U-DiT-B ≈ 1.4e19 + 5.6e19. DiT reports 5.7 steps/s for XL/2 on a TPU v3-256
-(≈ 19.5 h for 400K); at 40 % of 8 H100s' bf16 peak (≈ 3.2e15 FLOP/s) DiT-XL/2 takes
-≈ 11 h and U-DiT-B ≈ 6 h (most of it the VAE). U-DiT's depthwise convs and sub-map
-reshapes run at a lower utilisation than DiT's large matmuls: expect its time to shrink
-less than its FLOPs.
+256×256 (136.4 GMACs by `effcomp.metrics.flops.jaxpr_macs` → 2.7e11 FLOPs, the same for
+every model, so it dominates the small ones unless the latents are precomputed). 400K
+steps × 256 images: DiT-XL/2 ≈ 7.3e19 + 2.8e19 (VAE) FLOPs, U-DiT-B ≈ 1.4e19 + 2.8e19.
+DiT reports 5.7 steps/s for XL/2 on a TPU v3-256 (≈ 19.5 h for 400K); at 40 % of 8 H100s'
+bf16 peak (≈ 3.2e15 FLOP/s) DiT-XL/2 takes ≈ 9 h and U-DiT-B ≈ 3.6 h (two thirds of it
+the VAE). U-DiT's depthwise convs and sub-map reshapes run at a lower utilisation than
+DiT's large matmuls: expect its time to shrink less than its FLOPs.
 """
 
 from effcomp import config as config_lib
