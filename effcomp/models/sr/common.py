@@ -32,6 +32,17 @@ def check_scale(scale: int) -> None:
     raise ValueError(f"scale={scale!r}: expected one of {SCALES}")
 
 
+def check_groups(embed_dim: int, depths, num_heads) -> None:
+  """ValueError unless `depths` and `num_heads` give one positive depth and one head count
+  dividing `embed_dim` per residual group (SwinIR's and IPT-V2's layouts)."""
+  if not depths or len(depths) != len(num_heads) or min(depths) < 1:
+    raise ValueError(f"depths={depths}, num_heads={num_heads}: expected one positive depth "
+                     "and one head count per residual group")
+  for heads in num_heads:
+    if heads < 1 or embed_dim % heads:
+      raise ValueError(f"num_heads={num_heads}: each must divide embed_dim={embed_dim}")
+
+
 def check_image(x: jax.Array) -> None:
   """ValueError unless x is an RGB batch [B, H, W, 3]."""
   if x.ndim != 4 or x.shape[-1] != 3:

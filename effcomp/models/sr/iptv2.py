@@ -59,8 +59,8 @@ import jax.numpy as jnp
 
 from effcomp.models.dit.udit import FFN_TYPES, FeedForward
 from effcomp.models.dit.udit import reparameterize as _reparameterize_rep_ffn
-from effcomp.models.sr.common import (Upsampler, UpsampleOneStep, check_image, check_scale,
-                                      conv, denormalize, normalize)
+from effcomp.models.sr.common import (Upsampler, UpsampleOneStep, check_groups, check_image,
+                                      check_scale, conv, denormalize, normalize)
 from effcomp.models.sr.swinir import (NUM_FEAT, UPSAMPLERS, WindowAttention, dense, layer_norm,
                                       pad_to_multiple, window_partition, window_reverse)
 from effcomp.nn.depthwise_conv import DepthwiseConv
@@ -271,13 +271,7 @@ class IPTV2(nn.Module):
       raise ValueError(f"upsampler={self.upsampler!r}: expected one of {UPSAMPLERS}")
     if self.ffn not in FFN_TYPES:
       raise ValueError(f"ffn={self.ffn!r}: expected one of {FFN_TYPES}")
-    if not self.depths or len(self.depths) != len(self.num_heads) or min(self.depths) < 1:
-      raise ValueError(f"depths={self.depths}, num_heads={self.num_heads}: expected one "
-                       "positive depth and one head count per residual group")
-    for heads in self.num_heads:
-      if heads < 1 or self.embed_dim % heads:
-        raise ValueError(f"num_heads={self.num_heads}: each must divide embed_dim="
-                         f"{self.embed_dim}")
+    check_groups(self.embed_dim, self.depths, self.num_heads)
     for field in ("window_size", "grid_size"):
       if getattr(self, field) < 1:
         raise ValueError(f"{field}={getattr(self, field)}: expected a positive integer")

@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effcomp.models.sr.common import (Upsampler, UpsampleOneStep, check_image, check_scale,
-                                      conv, denormalize, normalize)
+from effcomp.models.sr.common import (Upsampler, UpsampleOneStep, check_groups, check_image,
+                                      check_scale, conv, denormalize, normalize)
 from effcomp.registry import MODELS
 
 UPSAMPLERS = ("pixelshuffledirect", "pixelshuffle")
@@ -253,13 +253,7 @@ class SwinIR(nn.Module):
     check_scale(self.scale)
     if self.upsampler not in UPSAMPLERS:
       raise ValueError(f"upsampler={self.upsampler!r}: expected one of {UPSAMPLERS}")
-    if len(self.depths) != len(self.num_heads) or not self.depths:
-      raise ValueError(f"depths={self.depths}, num_heads={self.num_heads}: expected one "
-                       "entry of each per RSTB")
-    for heads in self.num_heads:
-      if heads < 1 or self.embed_dim % heads:
-        raise ValueError(f"num_heads={self.num_heads}: each must divide embed_dim="
-                         f"{self.embed_dim}")
+    check_groups(self.embed_dim, self.depths, self.num_heads)
     if self.window_size < 1:
       raise ValueError(f"window_size={self.window_size}: expected a positive integer")
     if x is not None:
