@@ -37,6 +37,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/ptq.py
 	$(PY) benchmarks/binaryllm.py
 	$(PY) benchmarks/udit.py
+	$(PY) benchmarks/sr.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

@@ -18,7 +18,7 @@ a larger EDSR teacher, and the CPU-size EDSR student trained with no KD, plain o
 and DUKD (`effcomp/losses/dukd.py`), same budget.
 Expected (DUKD, Zhang et al., Tables 1–3): DUKD > plain KD > no KD.
 
-  python benchmarks/sr.py [--part=all|models|dukd] [--steps=500] [--scales=2,4]
+  python benchmarks/sr.py [--part=all|models|dukd] [--steps=300] [--scales=2,4]
 """
 
 import os
@@ -34,12 +34,12 @@ from absl import app, flags  # noqa: E402
 flags.DEFINE_enum("part", "all", ["all", "models", "dukd"], "What to measure.")
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_sr"),
                     "Where the runs train (each from scratch).")
-flags.DEFINE_integer("steps", 500, "Training steps of every model.")
+flags.DEFINE_integer("steps", 300, "Training steps of every model.")
 flags.DEFINE_integer("batch", 16, "Patches per step.")
 flags.DEFINE_list("scales", ["2", "4"], "Upscaling factors of part `models`.")
 flags.DEFINE_list("models", ["edsr", "swinir", "iptv2", "lipt"], "configs/sr_photos.py models.")
 flags.DEFINE_integer("dukd_scale", 4, "Upscaling factor of part `dukd`.")
-flags.DEFINE_integer("teacher_steps", 1000, "Training steps of the DUKD teacher.")
+flags.DEFINE_integer("teacher_steps", 800, "Training steps of the DUKD teacher.")
 FLAGS = flags.FLAGS
 
 LR_PATCH = 32
