@@ -38,6 +38,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/binaryllm.py
 	$(PY) benchmarks/udit.py
 	$(PY) benchmarks/sr.py
+	$(PY) benchmarks/sr_figure.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

@@ -4,7 +4,7 @@ counts, and DUKD against plain output distillation.
 Part `models` (→ benchmarks/results/sr.json, docs/results/sr.md): for each scale, every
 model of `configs/sr_photos.py` (CPU sizes, 0.14–0.16 M parameters in inference form)
 trained from the same seed for the same budget (`--steps` of `--batch` LR patches of
-32×32, MATLAB-bicubic LR, L1, Adam), then measured on the three embedded test photos as
+16×16, MATLAB-bicubic LR, L1, Adam), then measured on the three embedded test photos as
 BasicSR's test script does (whole images modcropped, Y channel, `scale` border pixels
 cropped, 8-bit output): PSNR, SSIM; with parameters and multiply-adds for a 1280×720
 output (the SR papers' "Multi-Adds") of the inference form (IPT-V2's FFN and LIPT's HRM
@@ -18,7 +18,7 @@ a larger EDSR teacher, and the CPU-size EDSR student trained with no KD, plain o
 and DUKD (`effcomp/losses/dukd.py`), same budget.
 Expected (DUKD, Zhang et al., Tables 1–3): DUKD > plain KD > no KD.
 
-  python benchmarks/sr.py [--part=all|models|dukd] [--steps=300] [--scales=2,4]
+  python benchmarks/sr.py [--part=all|models|dukd] [--steps=1200] [--scales=2,4]
 """
 
 import os
@@ -34,18 +34,18 @@ from absl import app, flags  # noqa: E402
 flags.DEFINE_enum("part", "all", ["all", "models", "dukd"], "What to measure.")
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_sr"),
                     "Where the runs train (each from scratch).")
-flags.DEFINE_integer("steps", 300, "Training steps of every model.")
+flags.DEFINE_integer("steps", 1200, "Training steps of every model.")
 flags.DEFINE_integer("batch", 16, "Patches per step.")
 flags.DEFINE_list("scales", ["2", "4"], "Upscaling factors of part `models`.")
 flags.DEFINE_list("models", ["edsr", "swinir", "iptv2", "lipt"], "configs/sr_photos.py models.")
-flags.DEFINE_integer("dukd_scale", 4, "Upscaling factor of part `dukd`.")
-flags.DEFINE_integer("teacher_steps", 800, "Training steps of the DUKD teacher.")
+flags.DEFINE_integer("dukd_scale", 2, "Upscaling factor of part `dukd`.")
+flags.DEFINE_integer("teacher_steps", 1500, "Training steps of the DUKD teacher.")
 FLAGS = flags.FLAGS
 
-LR_PATCH = 32
+LR_PATCH = 16  # LR side: 4× cheaper steps than 32², so 4× more of them in the budget
 OUTPUT_HW = (720, 1280)  # the SR papers' Multi-Adds convention: a 1280×720 output
 LATENCY_LR = 128
-TEACHER = {"model.n_resblocks": 8, "model.n_feats": 64}
+TEACHER = {"model.n_resblocks": 8, "model.n_feats": 48}  # ~2.8× the student's MACs
 
 
 def train(model, scale, name, **overrides):
@@ -150,7 +150,7 @@ def part_dukd(images, common):
   teacher_dir, teacher_config, teacher_s = train(
       "edsr", s, f"dukd_teacher_x{s}", **TEACHER, **{"train.steps": FLAGS.teacher_steps})
   teacher, _ = measure(teacher_dir, teacher_config, images)
-  rows = [{"model": "teacher (EDSR 8×64)", "kd": "", **teacher, "train s": teacher_s}]
+  rows = [{"model": "teacher (EDSR 8×48)", "kd": "", **teacher, "train s": teacher_s}]
   for kd in ("none", "output", "dukd"):
     args = f",teacher={teacher_dir},kd={kd}" if kd != "none" else ""
     workdir, config, seconds = train("edsr", s, f"dukd_student_{kd}_x{s}", args=args)
@@ -159,7 +159,7 @@ def part_dukd(images, common):
                                                        "dukd": "DUKD"}[kd],
                  **row, "train s": seconds})
     print(rows[-1], flush=True)
-  notes = (f"×{s}, embedded photos, MATLAB-bicubic LR. Teacher: EDSR with 8 blocks of 64 "
+  notes = (f"×{s}, embedded photos, MATLAB-bicubic LR. Teacher: EDSR with 8 blocks of 48 "
            f"features, {FLAGS.teacher_steps} steps; students: the CPU-size EDSR (6 blocks of "
            f"32), {FLAGS.steps} steps × {FLAGS.batch} LR patches of {LR_PATCH}², seed 0. "
            "`plain KD`: L1 to HR + L1 to the teacher's output on the same LR; `DUKD`: the "
