@@ -14,8 +14,8 @@
    scratch through the circuit (straight-through gradient): test accuracy and its change.
    The paper (and the demo's README) report MNIST changes within ±0.4 points.
 
-  python benchmarks/circuits.py [--afs=tanh,selu,sigmoid,gelu,silu] [--bits=4,6,8]
-      [--network_afs=tanh,selu] [--part=all|circuits|network]
+  python benchmarks/circuits.py [--afs=tanh,selu,sigmoid,gelu,silu] [--bits=4,6,8,10]
+      [--network_afs=tanh,selu] [--network_bits=4,6,8] [--part=all|circuits|network]
 """
 
 import os
@@ -29,8 +29,9 @@ sys.path.insert(0, ROOT)
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("afs", ["tanh", "selu", "sigmoid", "gelu", "silu"], "AFs to build circuits of.")
-flags.DEFINE_list("bits", ["4", "6", "8"], "Input (= output) bit widths.")
+flags.DEFINE_list("bits", ["4", "6", "8", "10"], "Input (= output) bit widths of the circuits.")
 flags.DEFINE_list("network_afs", ["tanh", "selu"], "AFs of the digits MLP.")
+flags.DEFINE_list("network_bits", ["4", "6", "8"], "Circuit widths in the digits MLP.")
 flags.DEFINE_integer("steps", 400, "Training steps of each MLP (batch 64).")
 flags.DEFINE_enum("part", "all", ["all", "circuits", "network"], "What to measure.")
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_circuits"),
@@ -39,7 +40,8 @@ FLAGS = flags.FLAGS
 
 CIRCUIT_COLUMNS = ["af", "design", "products", "literals", "table_err_lsb", "pwl_err_lsb",
                    "sim_mismatches", "sop_cells", "sop_ge", "lut_cells", "lut_ge", "pwl_cells",
-                   "pwl_ge", "lut/sop", "pwl/sop", "seconds"]
+                   "pwl_ge", "lut/sop", "pwl/sop", "sop_ge_noabc", "lut_ge_noabc",
+                   "pwl_ge_noabc", "lut/sop_noabc", "pwl/sop_noabc", "seconds"]
 NETWORK_COLUMNS = ["af", "activation", "accuracy (float-trained)", "change",
                    "accuracy (circuit-trained)", "change (circuit-trained)"]
 
@@ -77,7 +79,7 @@ def network_rows():
   for af in FLAGS.network_afs:
     float_acc, config, workdir = _train(af, f"mlp_{af}")
     rows.append({"af": af, "activation": af, "accuracy (float-trained)": float_acc})
-    for bits in map(int, FLAGS.bits):
+    for bits in map(int, FLAGS.network_bits):
       activation = f"circuit:{fixed_point.design(af, bits).name}"
       with config.unlocked():
         config.model.activation = activation
@@ -107,14 +109,17 @@ def main(argv):
       "Nangate 45 nm X1 cells (`effcomp/hw/tools.py`). `lut/sop`: how many times larger the "
       "LUT is than the SOP circuit (paper, Design Compiler 28 nm: 3.13–7.69 tanh, 4.45–8.45 "
       "SELU). Yosys optimizes the LUT's constant `case` into logic as well, so this ratio "
-      f"measures the minimizer against yosys/ABC, not against a ROM macro. Wall time: "
+      "measures the minimizer against yosys/ABC, not against a ROM macro. `*_noabc`: the "
+      "modules as written (`synth -noabc`: constants folded, gates mapped, no ABC), the SOP "
+      "as its two levels and the LUT as a mux tree of constants. Wall time: "
       f"{time.time() - start:.0f} s on this machine.")
   network_notes = (
-      "The digits MLP (2 × 256 hidden units, 400 steps of batch 64) trained in float with "
+      f"The digits MLP (2 × 256 hidden units, {FLAGS.steps} steps of batch 64) trained in float with "
       "the AF, then evaluated with both hidden activations replaced by the bit-exact circuit "
       "(`accuracy (float-trained)`), and trained from scratch through the circuit with a "
       "straight-through gradient (`accuracy (circuit-trained)`); changes against the float "
-      "model's test accuracy (the digits test split: 360 images, one image = 0.28 points).")
+      "model's test accuracy, as fractions (the digits test split: 360 images, one image = "
+      "0.0028).")
   tables = [("Network accuracy with the circuit activation", network_notes, network,
              NETWORK_COLUMNS)] if network else []
   common.write_results("circuits", circuits, CIRCUIT_COLUMNS,

@@ -58,6 +58,14 @@ def test_mlp_takes_a_circuit_activation_with_the_same_parameters():
   assert 0 < diff < 0.2
 
 
+def test_circuit_activation_built_inside_jit_does_not_leak_tracers():
+  x = jnp.ones((2, 4))
+  model = models.build("mlp", widths=(8,), activation="circuit:silu_i3f2_o3f2_rnd")  # not cached yet
+  variables = jax.jit(model.init)(jax.random.key(0), x)  # the activation is built in this trace
+  np.testing.assert_array_equal(jax.jit(model.apply)(variables, x), model.apply(variables, x))
+  np.testing.assert_array_equal(jax.jit(model.apply)(variables, 2 * x), model.apply(variables, 2 * x))
+
+
 def test_unknown_activation_names_raise():
   with pytest.raises(ValueError, match="activation='swish'"):
     activations.get("swish")

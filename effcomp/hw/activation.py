@@ -32,9 +32,10 @@ def _gates(cover: minimize.Cover, out_bits: int) -> Callable[[jax.Array], jax.Ar
   cubes = [(mask, value, j) for j, bit in enumerate(cover.bits) for mask, value in bit]
   if not cubes:
     return jnp.zeros_like
-  masks, values, owner = (jnp.asarray(np.array(c, np.int32)) for c in zip(*cubes))
-  onehot = jax.nn.one_hot(owner, out_bits, dtype=jnp.float32)  # [products, out_bits]
-  weights = jnp.left_shift(jnp.int32(1), jnp.arange(out_bits, dtype=jnp.int32))
+  # NumPy constants: the activation may be built inside a trace (a model's __call__).
+  masks, values, owner = (np.array(c, np.int32) for c in zip(*cubes))
+  onehot = np.eye(out_bits, dtype=np.float32)[owner]  # [products, out_bits]
+  weights = (1 << np.arange(out_bits)).astype(np.int32)
 
   def circuit(patterns):
     hits = (jnp.bitwise_and(patterns[..., None], masks) == values).astype(jnp.float32)
@@ -54,8 +55,8 @@ def circuit_activation(design: fixed_point.Design | str, *, mode: str = "table",
   inp, out = design.inp, design.out
   lo, hi = inp.min_code + int(design.symmetric), inp.max_code
   if mode == "table":
-    table = jnp.asarray(cover.evaluate(np.arange(1 << inp.bits)), jnp.int32)
-    circuit = lambda patterns: table[patterns]
+    table = cover.evaluate(np.arange(1 << inp.bits)).astype(np.int32)
+    circuit = lambda patterns: jnp.asarray(table)[patterns]
   else:
     circuit = _gates(cover, out.bits)
 

@@ -15,6 +15,7 @@ cubes is the constant 0; a cube with mask 0 is the constant 1.
 """
 
 import dataclasses
+import functools
 from typing import Tuple
 
 import numpy as np
@@ -90,8 +91,14 @@ def minimize_bit(on: np.ndarray, dc: np.ndarray) -> Tuple[Cube, ...]:
   return tuple(sorted(cubes))
 
 
+@functools.lru_cache(maxsize=256)
 def minimize(design: fixed_point.Design) -> Cover:
-  """The design's table as one minimized SOP per output bit, don't-cares used."""
+  """The design's table as one minimized SOP per output bit, don't-cares used.
+
+  espresso keeps state between calls: the products chosen for a bit (never the function
+  on the care set) can depend on earlier calls in the process. Cached per design, so that
+  everything in one process (Verilog, activation, report) uses the same circuit.
+  """
   patterns = design.out.patterns(design.table())
   dc = ~design.care()
   return Cover(design.inp.bits, tuple(minimize_bit((patterns >> j) & 1 == 1, dc)

@@ -73,8 +73,9 @@ def build(design: fixed_point.Design, out_dir: str | None = None, *, seg_bits: i
       s = tools.synthesize(sources[kind], names[kind])
       row[f"{kind}_cells"], row[f"{kind}_ge"] = s["cell_count"], s["area_ge"]
       row[f"{kind}_cell_types"] = s["cells"]
-    row["lut/sop"] = round(row["lut_ge"] / max(row["sop_ge"], 1e-9), 2)
-    row["pwl/sop"] = round(row["pwl_ge"] / max(row["sop_ge"], 1e-9), 2)
+      row[f"{kind}_ge_noabc"] = tools.synthesize(sources[kind], names[kind], optimize=False)["area_ge"]
+    for kind, suffix in [(k, s) for k in ("lut", "pwl") for s in ("", "_noabc")]:
+      row[f"{kind}/sop{suffix}"] = round(row[f"{kind}_ge{suffix}"] / max(row[f"sop_ge{suffix}"], 1e-9), 2)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     for kind in KINDS:

@@ -74,17 +74,21 @@ def simulate(sources: Dict[str, str], testbench: str, outputs: int, *,
   return np.asarray(rows, np.int64).reshape(-1, 1 + outputs)
 
 
-def synthesize(source: str, top: str, *, timeout: int = 600) -> Dict[str, object]:
+def synthesize(source: str, top: str, *, optimize: bool = True,
+               timeout: int = 600) -> Dict[str, object]:
   """Yosys synthesis of module `top` (script in the module docstring).
 
+  optimize=False: the circuit as written, `synth -flatten -noabc` (constants folded and
+  gates mapped, no multi-level logic optimization by ABC).
   Returns {"cells": {gate: count}, "cell_count": total, "area_ge": NAND2 equivalents}.
   """
   require("yosys")
   with tempfile.TemporaryDirectory(prefix="effcomp_yosys_") as tmp:
     with open(os.path.join(tmp, "design.v"), "w") as f:
       f.write(source)
-    script = (f"read_verilog design.v; synth -flatten -top {top}; abc -g {GATES}; opt_clean; "
-              "tee -q -o stat.txt stat")
+    mapping = f"synth -flatten -top {top}; abc -g {GATES}" if optimize else (
+        f"synth -flatten -noabc -top {top}")
+    script = f"read_verilog design.v; {mapping}; opt_clean; tee -q -o stat.txt stat"
     _run(["yosys", "-q", "-p", script], tmp, timeout)
     with open(os.path.join(tmp, "stat.txt")) as f:
       text = f.read()
