@@ -4,7 +4,8 @@
 (`pwl`), writes the SOP, LUT and PWL modules and a testbench (`verilog`), checks the SOP
 against the table in Python, simulates all three modules exhaustively with Icarus Verilog
 against their Python functions (SOP and LUT: the table; PWL: `PiecewiseLinear.evaluate`),
-synthesizes each with Yosys (`tools`) and returns one row of numbers. In `out_dir`:
+synthesizes each with Yosys (`tools`: optimized by ABC, and as written: `*_noabc`) and
+returns one row of numbers. In `out_dir`:
 `<name>.v`, `<name>_lut.v`, `<name>_pwl.v`, `<name>_tb.v`, `verification.log` and
 `area.json`.
 """
@@ -73,9 +74,12 @@ def build(design: fixed_point.Design, out_dir: str | None = None, *, seg_bits: i
       s = tools.synthesize(sources[kind], names[kind])
       row[f"{kind}_cells"], row[f"{kind}_ge"] = s["cell_count"], s["area_ge"]
       row[f"{kind}_cell_types"] = s["cells"]
-      row[f"{kind}_ge_noabc"] = tools.synthesize(sources[kind], names[kind], optimize=False)["area_ge"]
-    for kind, suffix in [(k, s) for k in ("lut", "pwl") for s in ("", "_noabc")]:
-      row[f"{kind}/sop{suffix}"] = round(row[f"{kind}_ge{suffix}"] / max(row[f"sop_ge{suffix}"], 1e-9), 2)
+      as_written = tools.synthesize(sources[kind], names[kind], optimize=False)
+      row[f"{kind}_ge_noabc"] = as_written["area_ge"]
+    for kind in ("lut", "pwl"):
+      for suffix in ("", "_noabc"):
+        ratio = row[f"{kind}_ge{suffix}"] / max(row[f"sop_ge{suffix}"], 1e-9)
+        row[f"{kind}/sop{suffix}"] = round(ratio, 2)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     for kind in KINDS:

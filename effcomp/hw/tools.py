@@ -14,6 +14,8 @@ NOT 0.532 → 0.67, BUF / NAND / NOR 0.798 → 1, AND / OR 1.064 → 1.33, XOR /
 1.596 → 2, MUX 1.862 → 2.33; that library has no and-not / or-not cell, so ANDNOT and
 ORNOT count as AND / OR (1.33). The paper synthesizes with Synopsys Design Compiler to a
 28 nm SVT library and compares µm²; the GE ratio is this model's stand-in for that ratio.
+`synthesize(..., optimize=False)` sizes a module as written instead (`synth -flatten
+-noabc`: constants folded and gates mapped, no multi-level optimization by ABC).
 """
 
 import os
