@@ -2,7 +2,8 @@
 
 x (float) → input code c = round(x·2^f_in) saturated to the input format (to its symmetric
 range for `_sym` designs: the quantizer in front of the circuit) → bit pattern → circuit →
-output pattern → output code y_c → y = y_c·2^-f_out. Only integer operations touch the codes.
+output pattern → output code y_c → y = y_c·2^-f_out. Only integer operations touch the codes;
+y is exact in float32 (in bfloat16 for outputs of at most 8 significant bits).
 
 The circuit, two ways that agree on every input (`tests/test_hw_activation.py`):
 - "gates": every product term as (pattern & mask) == value, ORed per output bit, the
