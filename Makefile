@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 WORKDIR ?= workdirs/demo
 
-.PHONY: install demo test test-slow benchmarks constraints clean
+.PHONY: install hw-tools demo test test-slow benchmarks constraints clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,18 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# iverilog and yosys (Debian packages) for effcomp.hw's simulation and synthesis: installed
+# with apt-get where they are missing and this is root; elsewhere a note (their tests skip).
+hw-tools:
+	@if command -v iverilog >/dev/null && command -v vvp >/dev/null && command -v yosys >/dev/null; then \
+	  echo "hw-tools: iverilog and yosys are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iverilog yosys; \
+	else \
+	  echo "hw-tools: iverilog/yosys missing and apt-get not usable here: install them" \
+	       "(e.g. sudo apt-get install iverilog yosys); their tests skip meanwhile"; \
+	fi
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py --workdir=$(WORKDIR)
@@ -39,6 +51,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/udit.py
 	$(PY) benchmarks/sr.py
 	$(PY) benchmarks/sr_figure.py
+	$(PY) benchmarks/circuits.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

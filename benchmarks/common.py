@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,17 +29,27 @@ def _fmt(v: Any) -> str:
   return text.replace("|", "\\|")  # a literal | would end the markdown cell
 
 
+def _table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> List[str]:
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  return lines + ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+
+
 def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str], *,
-                  title: str, notes: str = "", extra: Dict[str, Any] | None = None
+                  title: str, notes: str = "", extra: Dict[str, Any] | None = None,
+                  tables: Sequence[Tuple[str, str, List[Dict[str, Any]], Sequence[str]]] = ()
                   ) -> Dict[str, Any]:
   """Writes the JSON record and the markdown table for `topic`; returns the record.
 
-  `extra` adds fields to the JSON record (e.g. the per-seed raw numbers).
+  `extra` adds fields to the JSON record (e.g. the per-seed raw numbers). `tables`: more
+  tables after the first, each (heading, notes, rows, columns); their rows are recorded
+  in the JSON under "tables" by heading.
   """
   record = {"topic": topic, "commit": run_info.git_commit(ROOT),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
             "machine": machine(), "rows": rows, **(extra or {})}
+  if tables:
+    record["tables"] = {heading: table_rows for heading, _, table_rows, _ in tables}
   os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
   os.makedirs(os.path.join(ROOT, "docs", "results"), exist_ok=True)
   with open(os.path.join(ROOT, "benchmarks", "results", f"{topic}.json"), "w") as f:
@@ -50,10 +60,10 @@ def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str]
            f"({m['cpus']} CPUs, {m['platform']}, jax {m['jax']}). Do not edit by hand.", ""]
   if notes:
     lines += [notes, ""]
-  lines.append("| " + " | ".join(columns) + " |")
-  lines.append("|" + "---|" * len(columns))
-  for row in rows:
-    lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+  lines += _table(rows, columns)
+  for heading, table_notes, table_rows, table_columns in tables:
+    lines += ["", f"## {heading}", ""] + ([table_notes, ""] if table_notes else [])
+    lines += _table(table_rows, table_columns)
   with open(os.path.join(ROOT, "docs", "results", f"{topic}.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   return record

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from effcomp.models.mlp import dense
+from effcomp.nn import activations
 from effcomp.registry import MODELS
 
 
@@ -30,24 +31,27 @@ def batch_norm(train: bool, dtype, name: str) -> nn.BatchNorm:
 
 @MODELS.register("cnn")
 class CNN(nn.Module):
-  """Stages of `convs_per_stage` × (conv3×3 → BN → ReLU), 2×2 max-pool between stages,
-  global average pool, Dense head.
+  """Stages of `convs_per_stage` × (conv3×3 → BN → activation), 2×2 max-pool between
+  stages, global average pool, Dense head.
 
   x: [batch, height, width, channels] (uint8 or float) → logits [batch, num_classes].
+  `activation`: a name for `effcomp.nn.activations.get` (relu, tanh, …, circuit:<design>).
   """
   num_classes: int = 10
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int = 1
   dtype: str = "float32"
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
+    act = activations.get(self.activation)
     for s, w in enumerate(self.widths):
       if s:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for c in range(self.convs_per_stage):
         x = conv(w, self.dtype, f"conv_{s}_{c}")(x)
-        x = nn.relu(batch_norm(train, self.dtype, f"bn_{s}_{c}")(x))
+        x = act(batch_norm(train, self.dtype, f"bn_{s}_{c}")(x))
     x = jnp.mean(x, axis=(1, 2))
     return dense(self.num_classes, "embed", "classes", self.dtype, name="head")(x).astype(jnp.float32)
