@@ -1,4 +1,4 @@
-"""Upscale an image file with a trained super-resolution run.
+"""Upscale an image file with a trained super-resolution run (regression or diffusion).
 
   python experiments/upscale.py --workdir=workdirs/sr_swinir_x2 --input=photo.jpg \\
       --output=photo_x2.png [--tile=128 --overlap=8] [--compare=before_after.png]
@@ -8,7 +8,9 @@ newest checkpoint of `--workdir` (its recorded config; `--config` to override) a
 a PNG. `--tile` > 0 processes LR tiles of that side overlapping by `--overlap` pixels
 (memory stays bounded for large photos; with an overlap at least the model's receptive
 radius the result equals one pass). `--compare` also writes a side-by-side PNG: the input
-enlarged by MATLAB bicubic, and the model's output.
+enlarged by MATLAB bicubic, and the model's output. A `diffusion_sr` run (DiT-SR, ResShift)
+samples its few-step chain per tile from noise seeded by `--sample_seed`; tiles are
+reflect-padded to the denoiser's size multiple.
 """
 
 import os
@@ -25,24 +27,32 @@ flags.DEFINE_string("output", None, "Where to write the upscaled PNG.")
 flags.DEFINE_integer("tile", 0, "LR tile side (0: the whole image at once).")
 flags.DEFINE_integer("overlap", 8, "Overlap of neighbouring tiles, in LR pixels.")
 flags.DEFINE_string("compare", None, "Optional side-by-side PNG: bicubic | model.")
+flags.DEFINE_integer("sample_seed", 0, "Diffusion runs: the sampler's noise seed.")
 FLAGS = flags.FLAGS
 
 
 def upscale_file(config, workdir: str, input_path: str, output_path: str, *, tile: int = 0,
-                 overlap: int = 8, compare_path: str = None) -> tuple:
+                 overlap: int = 8, compare_path: str = None, sample_seed: int = 0) -> tuple:
   """Writes the upscaled PNG (and the comparison); returns (input shape, output shape)."""
+  import jax
   import numpy as np
   from PIL import Image
-  from effcomp.tasks import sr
+  from effcomp.tasks import diffusion_sr, sr
   if not os.path.isfile(input_path):
     raise FileNotFoundError(f"--input={input_path!r}: no such file")
   lr = np.asarray(Image.open(input_path).convert("RGB"))
-  model, variables = sr.restore(config, workdir)
-  out = sr.upscale(model, variables, lr, tile=tile, overlap=overlap)
+  if config.task.name == "diffusion_sr":
+    teacher = diffusion_sr.load_teacher(workdir, config)
+    scale = teacher.scale
+    out = teacher.upscale(lr, jax.random.key(sample_seed), tile=tile, overlap=overlap)
+  else:
+    model, variables = sr.restore(config, workdir)
+    scale = model.scale
+    out = sr.upscale(model, variables, lr, tile=tile, overlap=overlap)
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
   Image.fromarray(out).save(output_path, format="PNG")
   if compare_path:
-    side = np.concatenate([sr.bicubic_upscale(lr, model.scale), out], axis=1)
+    side = np.concatenate([sr.bicubic_upscale(lr, scale), out], axis=1)
     Image.fromarray(side).save(compare_path, format="PNG")
   return lr.shape, out.shape
 
@@ -58,11 +68,12 @@ def _main(argv) -> None:
   def body(_):
     from effcomp import config as config_lib
     config = FLAGS.config or config_lib.from_workdir(FLAGS.workdir)
-    if config.task.name != "sr":
-      raise ValueError(f"--workdir={FLAGS.workdir}: a {config.task.name!r} run, expected 'sr'")
+    if config.task.name not in ("sr", "diffusion_sr"):
+      raise ValueError(f"--workdir={FLAGS.workdir}: a {config.task.name!r} run, expected an "
+                       "'sr' or 'diffusion_sr' run")
     before, after = upscale_file(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
                                  tile=FLAGS.tile, overlap=FLAGS.overlap,
-                                 compare_path=FLAGS.compare)
+                                 compare_path=FLAGS.compare, sample_seed=FLAGS.sample_seed)
     print(f"{FLAGS.input} {before[1]}×{before[0]} → {FLAGS.output} {after[1]}×{after[0]}")
 
   cli.run(body, config_required=False)

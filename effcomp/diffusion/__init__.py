@@ -8,6 +8,8 @@
   samplers.py          sample(rng, model_fn, shape, schedule, sampler, steps): DDPM, DDIM(η),
                        DDIM inversion, Euler / Heun
   guidance.py          classifier-free guidance (DiT's doubled batch), label dropout
+  resshift.py          residual shifting (ResShift, DiT-SR): x_t = x_0 + η_t(y − x_0) + κ√η_t·ε,
+                       its η schedule, loss and few-step sampler (restoration from y)
 
 Layout everywhere: x [batch, ..., channels] (channels last), t int32 [batch] (diffusion)
 or float32 [batch] in [0, 1] (flow); `model_fn(x_t, t) -> output`.

@@ -237,18 +237,24 @@ def upscale(model, variables, lr: np.ndarray, tile: int = 0, overlap: int = 8) -
   overlaps split evenly), so memory stays bounded for large photos; 0: in one pass.
   Each distinct window shape compiles once.
   """
-  lr = np.asarray(lr)
-  if lr.ndim != 3 or lr.shape[-1] != 3 or lr.dtype != np.uint8:
-    raise ValueError(f"lr: {lr.dtype} {lr.shape}; expected uint8 [H, W, 3]")
   fn = jax.jit(model.apply)
   run = lambda x: np.asarray(quantize(fn(variables, to_float(jnp.asarray(x)[None])))[0]
                              ).astype(np.uint8)
+  return tiled_upscale(run, lr, model.scale, tile, overlap)
+
+
+def tiled_upscale(run, lr: np.ndarray, s: int, tile: int = 0, overlap: int = 8
+                  ) -> np.ndarray:
+  """`run(window) -> uint8 SR of the window` over a uint8 LR [H, W, 3], in tiles as
+  `upscale` describes (any upscaler: a regression model, a diffusion sampler)."""
+  lr = np.asarray(lr)
+  if lr.ndim != 3 or lr.shape[-1] != 3 or lr.dtype != np.uint8:
+    raise ValueError(f"lr: {lr.dtype} {lr.shape}; expected uint8 [H, W, 3]")
   h, w = lr.shape[:2]
   if tile <= 0 or (h <= tile and w <= tile):
     return run(lr)
   if overlap < 0 or 2 * overlap >= tile:
     raise ValueError(f"overlap={overlap}: expected 0 ≤ 2·overlap < tile={tile}")
-  s = model.scale
   out = np.zeros((h * s, w * s, 3), np.uint8)
   step = tile - 2 * overlap
   starts = lambda n: sorted({min(i, max(n - tile, 0)) for i in range(0, max(n - 2 * overlap, 1),

@@ -1,8 +1,9 @@
 """Super-resolution networks: EDSR (convolutional baseline), SwinIR (shifted windows),
-IPT-V2 (focal context + global grid attention) and LIPT (latency-aware).
+IPT-V2 (focal context + global grid attention) and LIPT (latency-aware); the diffusion
+SR denoisers DiT-SR (AdaFM, isotropic U-shape) and ResShift's U-Net.
 
-Importing this package registers "edsr", "swinir", "iptv2" and "lipt" in
-`effcomp.registry.MODELS`.
+Importing this package registers "edsr", "swinir", "iptv2", "lipt", "dit_sr" and
+"resshift_unet" in `effcomp.registry.MODELS`.
 """
 
 from effcomp.models.sr.common import (DIV2K_RGB_MEAN, SCALES, Upsampler,  # noqa: F401
@@ -11,3 +12,5 @@ from effcomp.models.sr.edsr import EDSR  # noqa: F401  (registers "edsr")
 from effcomp.models.sr.swinir import SWINIR_CLASSICAL, SwinIR  # noqa: F401  ("swinir")
 from effcomp.models.sr.iptv2 import IPTV2, IPTV2_SIZES  # noqa: F401  ("iptv2")
 from effcomp.models.sr.lipt import LIPT, LIPT_SIZES  # noqa: F401  ("lipt")
+from effcomp.models.sr.dit_sr import DiTSR  # noqa: F401  ("dit_sr")
+from effcomp.models.sr.resshift_unet import ResShiftUNet  # noqa: F401  ("resshift_unet")

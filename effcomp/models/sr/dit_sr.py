@@ -1,0 +1,305 @@
+"""DiT-SR: a U-shaped diffusion transformer with isotropic stages and frequency-adaptive
+timestep conditioning (AdaFM), the denoiser of residual-shifting diffusion SR.
+
+Cheng, Yu, Tu et al., "Effective Diffusion Transformer Architecture for Image
+Super-Resolution" (AAAI 2025). The official repository (kunncheng/DiT-SR) holds only its
+README in our snapshot; the code followed is its published form as carried by a public
+fork (MateoBodon/DiT-SR `models/unet.py` `DiTSRModel`, `models/swin_transformer.py`
+`SwinTransformerBlock_AdaFM`, `BasicLayer`; the fork's own 'FIX' edits — bilinear resizing
+of the LR condition, adaptive windows — are not followed except where noted), built on
+ResShift's `UNetModelSwin` (zsyOAOA/ResShift `models/unet.py`). Recipe:
+configs/realsr_DiT.yaml (model_channels 160, channel_mult (1, 2, 2, 4), attention at every
+level, swin_depth 6, swin_embed_dim 192, head width 32, window 8, mlp_ratio 4, dropout 0.1).
+
+  [x_t ‖ lq] ─conv3×3─┬─ level 0: Stage ─ down ─ level 1: Stage ─ down … ─ middle Stage
+                      └─ skips ────────────────────────────────────────────────┐
+  per level, deepest first, twice: concat skip ─ conv3×3 ─ Stage (depth, then 1) [─ up]
+  ─ GroupNorm ─ SiLU ─ conv3×3 → out_channels
+
+  Stage ('isotropic'): conv1×1 ch → swin_embed_dim (the same width at every level, the
+  paper's isotropic design), swin_depth blocks, conv1×1 back to ch (reference BasicLayer
+  with patch_size 1 and no patch norm). Block (reference SwinTransformerBlock_AdaFM):
+    h = AdaFM(GroupNorm(x), s_msa); x += W-MSA / SW-MSA(h)  (odd blocks shifted by w/2)
+    h = AdaFM(GroupNorm(x), s_mlp); x += MLP(h)              (1×1 convs, GELU)
+  AdaFM (`adafm`): the map is cut into p×p patches (p = fft_patch_size, 8), each patch's
+  2-D real DFT is multiplied by a timestep-dependent per-frequency scale s [p, p//2+1]
+  (shared by channels and patches), and transformed back. s = SiLU → Linear of the time
+  embedding (one per AdaFM).
+
+Deviations:
+  * s = 1 + Linear(·) with the Linear zero-initialized, so every AdaFM starts as the
+    identity (irfft2(rfft2(x)) = x); the reference uses the raw output of a default
+    torch Linear, which starts near 0 and suppresses every frequency at initialization.
+    Both span the same functions (the bias absorbs the 1).
+  * conditioning='adaln' is the paper's ablation baseline: the same block with
+    GroupNorm(x)·(1 + scale) + shift per channel (scale, shift from a zero-initialized
+    Linear, as DiT's adaLN without its gate); 'none' is ResShift's unconditioned Swin
+    block. The reference's AdaLN block class is not in the published code.
+  * Windows and the FFT patch shrink to the map's side where it is smaller (reference
+    SwinTransformerBlock: window = min(resolution) and no shift when resolution ≤ window).
+  * The LR condition must have x's height and width (lq_size = image_size, the recipe's
+    case); the reference's strided feature extractor for larger LR is not implemented.
+"""
+
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from effcomp.models.dit.dit import timestep_embedding
+from effcomp.models.sr.common import conv
+from effcomp.models.sr.swinir import (WindowAttention, dense, shifted_window_mask,
+                                      window_partition, window_reverse)
+from effcomp.registry import MODELS
+
+CONDITIONINGS = ("adafm", "adaln", "none")
+
+
+def _dft_matrices(p: int):
+  """Complex DFT matrices for an rfft2 / irfft2 pair on p×p patches (numpy's conventions):
+  forward rows exp(−2πi·k·a/p) [p, p] and exp(−2πi·l·b/p) [p//2+1, p]; inverse columns
+  exp(+2πi·k·a/p)/p [p, p] and w_l·exp(+2πi·l·b/p)/p [p//2+1, p], w = 1 at l = 0 and at
+  l = p/2 (p even), else 2 (the Hermitian half counted twice; taking the real part drops
+  the imaginary parts of those two bins, as irfft does)."""
+  k, a = np.arange(p), np.arange(p)
+  lh = np.arange(p // 2 + 1)
+  fwd_h = np.exp(-2j * np.pi * np.outer(k, a) / p)
+  fwd_w = np.exp(-2j * np.pi * np.outer(lh, a) / p)
+  weights = np.where((lh == 0) | (2 * lh == p), 1.0, 2.0)[:, None]
+  inv_h = np.exp(2j * np.pi * np.outer(k, a) / p) / p
+  inv_w = weights * np.exp(2j * np.pi * np.outer(lh, a) / p) / p
+  return tuple(jnp.asarray(m, jnp.complex64) for m in (fwd_h, fwd_w, inv_h, inv_w))
+
+
+def adafm(x: jax.Array, scale: jax.Array, patch: int) -> jax.Array:
+  """x [B, H, W, C] with each p×p patch's rfft2 multiplied by scale [B, p, p//2+1]:
+  irfft2(rfft2(patch) ⊙ scale), written as products with DFT matrices (exact to float32
+  rounding; XLA's CPU FFT rejects the layouts a sharded program gives it, and p = 8 is
+  small enough that the matrices are also faster)."""
+  b, h, w, c = x.shape
+  p = patch
+  if h % p or w % p or scale.shape[1:] != (p, p // 2 + 1):
+    raise ValueError(f"adafm: map {h}×{w}, scale {scale.shape}, patch={p}; expected sides "
+                     f"divisible by the patch and scale [batch, {p}, {p // 2 + 1}]")
+  fwd_h, fwd_w, inv_h, inv_w = _dft_matrices(p)
+  xp = x.astype(jnp.float32).reshape(b, h // p, p, w // p, p, c).astype(jnp.complex64)
+  hi = jax.lax.Precision.HIGHEST
+  f = jnp.einsum("ka,lb,nyaxbc->nyxckl", fwd_h, fwd_w, xp, precision=hi)
+  f = f * scale[:, None, None, None].astype(jnp.complex64)
+  out = jnp.einsum("ka,lb,nyxckl->nyaxbc", inv_h, inv_w, f, precision=hi)
+  return jnp.real(out).reshape(b, h, w, c).astype(x.dtype)
+
+
+def group_norm(groups: int, dtype: Any, name: str) -> nn.GroupNorm:
+  """The reference `normalization` (GroupNorm32: 32 groups, eps 1e-5, in float32)."""
+  return nn.GroupNorm(num_groups=groups, epsilon=1e-5, dtype=jnp.float32, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+def zero_dense(features: int, name: str) -> nn.Dense:
+  """A zero-initialized Linear (embedding → modulation), kernel axes (embed, mlp)."""
+  return nn.Dense(features, name=name,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))
+
+
+def conv1x1(x: jax.Array, features: int, dtype: Any, name: str) -> jax.Array:
+  return conv(x, features, dtype, name, kernel=1)
+
+
+class DiTSRBlock(nn.Module):
+  """One Swin block with timestep conditioning on x [B, H, W, C], emb [B, E] (module doc)."""
+  num_heads: int
+  window_size: int = 8
+  shift: bool = False
+  mlp_ratio: float = 4.0
+  conditioning: str = "adafm"
+  fft_patch_size: int = 8
+  dropout: float = 0.0
+  norm_groups: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
+    b, height, width, c = x.shape
+    ws = min(self.window_size, height, width)
+    shift = ws // 2 if self.shift and min(height, width) > self.window_size else 0
+    if height % ws or width % ws:
+      raise ValueError(f"DiTSRBlock: map {height}×{width} is not a multiple of the window {ws}")
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    e = nn.silu(emb)
+    if self.conditioning == "adafm":
+      p = min(self.fft_patch_size, height, width)
+      scales = 1.0 + zero_dense(2 * p * (p // 2 + 1), "adafm")(e).reshape(b, 2, p, p // 2 + 1)
+      modulate = lambda h, i: adafm(h, scales[:, i], p)
+    elif self.conditioning == "adaln":
+      mod = zero_dense(4 * c, "adaln")(e).reshape(b, 1, 1, 4, c)
+      modulate = lambda h, i: h * (1 + mod[..., 2 * i, :]) + mod[..., 2 * i + 1, :]
+    elif self.conditioning == "none":
+      modulate = lambda h, i: h
+    else:
+      raise ValueError(f"conditioning={self.conditioning!r}: expected one of {CONDITIONINGS}")
+    h = modulate(group_norm(self.norm_groups, self.dtype, "norm1")(x), 0).astype(self.dtype)
+    if shift:
+      h = jnp.roll(h, (-shift, -shift), axis=(1, 2))
+    mask = jnp.asarray(shifted_window_mask(height, width, ws, shift)) if shift else None
+    h = WindowAttention(self.num_heads, ws, dtype=self.dtype, name="attn")(
+        window_partition(h, ws).reshape(-1, ws * ws, c), mask)
+    h = window_reverse(h.reshape(-1, ws, ws, c), ws, height, width)
+    if shift:
+      h = jnp.roll(h, (shift, shift), axis=(1, 2))
+    x = x + drop(h)
+    h = modulate(group_norm(self.norm_groups, self.dtype, "norm2")(x), 1).astype(self.dtype)
+    h = drop(nn.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h),
+                     approximate=False))
+    return x + drop(dense(c, ("mlp", "embed"), self.dtype, "fc2")(h))
+
+
+class Stage(nn.Module):
+  """Isotropic transformer stage (reference BasicLayer): ch → embed_dim → depth blocks → ch."""
+  embed_dim: int
+  depth: int
+  num_heads: int
+  window_size: int = 8
+  mlp_ratio: float = 4.0
+  conditioning: str = "adafm"
+  fft_patch_size: int = 8
+  dropout: float = 0.0
+  norm_groups: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
+    ch = x.shape[-1]
+    h = conv1x1(x, self.embed_dim, self.dtype, "patch_embed")
+    for j in range(self.depth):
+      h = DiTSRBlock(self.num_heads, self.window_size, j % 2 == 1, self.mlp_ratio,
+                     self.conditioning, self.fft_patch_size, self.dropout, self.norm_groups,
+                     self.dtype, name=f"blocks_{j}")(h, emb, train)
+    return conv1x1(h, ch, self.dtype, "patch_unembed")
+
+
+def downsample(x: jax.Array, features: int, dtype: Any, name: str) -> jax.Array:
+  """Reference `Downsample(use_conv=True)`: a 3×3 conv with stride 2 (padding 1)."""
+  return nn.Conv(features, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=dtype,
+                 name=name, kernel_init=nn.with_logical_partitioning(
+                     nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                     ("height", "width", "conv_in", "conv_out")))(x)
+
+
+def upsample(x: jax.Array, features: int, dtype: Any, name: str) -> jax.Array:
+  """Reference `Upsample(use_conv=True)`: nearest ×2, then a 3×3 conv."""
+  x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  return conv(x, features, dtype, name)
+
+
+class TimeEmbedding(nn.Module):
+  """ADM time embedding: sinusoid(t, model_channels) → Linear 4·mc → SiLU → Linear 4·mc."""
+  model_channels: int
+
+  @nn.compact
+  def __call__(self, t: jax.Array) -> jax.Array:
+    e = timestep_embedding(t, self.model_channels)
+    e = nn.silu(dense(4 * self.model_channels, (None, "mlp"), jnp.float32, "linear_0")(e))
+    return dense(4 * self.model_channels, ("mlp", "embed"), jnp.float32, "linear_1")(e)
+
+
+def check_widths(model) -> None:
+  """ValueError naming the field unless a U-shaped denoiser's widths fit together."""
+  if not model.channel_mult or min(model.channel_mult) < 1:
+    raise ValueError(f"channel_mult={model.channel_mult}: expected positive multipliers")
+  if model.swin_embed_dim % model.num_head_channels:
+    raise ValueError(f"swin_embed_dim={model.swin_embed_dim} is not a multiple of "
+                     f"num_head_channels={model.num_head_channels}")
+  for ch in (model.swin_embed_dim, *(m * model.model_channels for m in model.channel_mult)):
+    if ch % model.norm_groups:
+      raise ValueError(f"norm_groups={model.norm_groups} must divide every width "
+                       f"(model_channels·channel_mult and swin_embed_dim); {ch} is not")
+
+
+def check_unet_input(x: jax.Array, lq: jax.Array, levels: int, in_channels: int) -> None:
+  """ValueError unless x [B, H, W, in_channels] and lq [B, H, W, ·] fit a U-Net of
+  `levels` levels (H, W divisible by 2^(levels−1))."""
+  if x.ndim != 4 or x.shape[-1] != in_channels:
+    raise ValueError(f"x has shape {x.shape}; expected [batch, height, width, {in_channels}]")
+  if lq.shape[:3] != x.shape[:3]:
+    raise ValueError(f"lq has shape {lq.shape}; expected x's batch, height and width "
+                     f"{x.shape[:3]} (the LR condition upsampled to x's size)")
+  m = 2 ** (levels - 1)
+  if x.shape[1] % m or x.shape[2] % m:
+    raise ValueError(f"x of {x.shape[1]}×{x.shape[2]}: expected sides divisible by {m} "
+                     f"(2^(levels−1) for channel_mult of {levels} levels)")
+
+
+@MODELS.register("dit_sr")
+class DiTSR(nn.Module):
+  """DiT-SR denoiser: (x_t [B, H, W, in_channels], t [B], lq [B, H, W, lq_channels]) →
+  [B, H, W, out_channels] (module docstring; defaults = the paper's recipe).
+
+  Attributes:
+    scale: the SR factor of the data (checked by the task; the network is resolution-free).
+    model_channels, channel_mult: conv widths per level (levels = len(channel_mult)).
+    swin_embed_dim, swin_depth, num_head_channels: every Stage's width, depth, head width.
+    window_size, mlp_ratio, fft_patch_size, dropout, norm_groups: block settings.
+    conditioning: 'adafm' (DiT-SR), 'adaln' (ablation) or 'none'.
+    attention_levels: levels with a Stage (None: all, the recipe); others pass through.
+  """
+  scale: int = 4
+  in_channels: int = 3
+  out_channels: int = 3
+  lq_channels: int = 3
+  model_channels: int = 160
+  channel_mult: Tuple[int, ...] = (1, 2, 2, 4)
+  swin_embed_dim: int = 192
+  swin_depth: int = 6
+  num_head_channels: int = 32
+  window_size: int = 8
+  mlp_ratio: float = 4.0
+  fft_patch_size: int = 8
+  conditioning: str = "adafm"
+  attention_levels: Optional[Tuple[int, ...]] = None
+  dropout: float = 0.1
+  norm_groups: int = 32
+  dtype: str = "float32"
+
+  def stage(self, name: str, depth: int):
+    return Stage(self.swin_embed_dim, depth, self.swin_embed_dim // self.num_head_channels,
+                 self.window_size, self.mlp_ratio, self.conditioning, self.fft_patch_size,
+                 self.dropout, self.norm_groups, self.dtype, name=name)
+
+  def has_stage(self, level: int) -> bool:
+    return self.attention_levels is None or level in self.attention_levels
+
+  @nn.compact
+  def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False
+               ) -> jax.Array:
+    if self.conditioning not in CONDITIONINGS:
+      raise ValueError(f"conditioning={self.conditioning!r}: expected one of {CONDITIONINGS}")
+    check_widths(self)
+    levels = len(self.channel_mult)
+    check_unet_input(x, lq, levels, self.in_channels)
+    dt, mc = self.dtype, self.model_channels
+    emb = TimeEmbedding(mc, name="time_embed")(t)
+    h = conv(jnp.concatenate([x, lq], -1).astype(dt), mc * self.channel_mult[0], dt, "conv_in")
+    skips = [h]
+    for level in range(levels):
+      if self.has_stage(level):
+        h = self.stage(f"down_{level}_stage", self.swin_depth)(h, emb, train)
+      skips.append(h)
+      if level < levels - 1:
+        h = downsample(h, mc * self.channel_mult[level + 1], dt, f"down_{level}_downsample")
+        skips.append(h)
+    h = self.stage("middle", self.swin_depth)(h, emb, train)
+    for level in reversed(range(levels)):
+      ch = mc * self.channel_mult[level]
+      for i, depth in enumerate((self.swin_depth, 1)):
+        h = conv(jnp.concatenate([h, skips.pop()], -1), ch, dt, f"up_{level}_{i}_conv")
+        if self.has_stage(level):
+          h = self.stage(f"up_{level}_{i}_stage", depth)(h, emb, train)
+      if level > 0:
+        h = upsample(h, mc * self.channel_mult[level - 1], dt, f"up_{level}_upsample")
+    h = nn.silu(group_norm(self.norm_groups, dt, "out_norm")(h))
+    return conv(h.astype(dt), self.out_channels, dt, "conv_out").astype(jnp.float32)

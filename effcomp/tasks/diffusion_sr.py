@@ -1,0 +1,243 @@
+"""Diffusion super-resolution (ResShift process; DiT-SR or ResShift U-Net denoisers).
+
+Pairs come from HR images as in the `sr` task (`effcomp.tasks.sr.random_pair`: a random
+`patch_size`² HR patch, dihedral augmentation, LR from MATLAB bicubic or — the real-world
+setting, the default — Real-ESRGAN's second-order degradation). On the device, in pixel
+space (the images in [−1, 1], ResShift's `mean 0.5, std 0.5`): x_0 = HR, y = the LR
+upsampled to the HR size (bicubic; the reference's F.interpolate(mode='bicubic')), and the
+loss is `effcomp.diffusion.resshift.training_loss` with the model
+`model(x_t_scaled, t, y, train)` — the LR condition is y itself, concatenated to x_t
+(DiT-SR's `cond_lq` with lq_size = image_size).
+
+Evaluation: a centred `eval_patch`² crop of each eval image, degraded the same way with a
+seed derived from the crop's bytes (the same LR in every run), sampled by the full T-step
+chain from a fixed noise (`eval_seed`); PSNR / SSIM on Y with `scale` border pixels
+cropped, 8-bit output as BasicSR; plus the x_0 MSE at a fixed (t, ε) draw.
+
+The run's samplers and its teacher API for distillation: `ResShiftTeacher`
+(`load_teacher(workdir)`): `predict_x0(x_t, y, t)` at any timestep, `trajectory(lr, rng)`
+— the whole chain (states and x_0 predictions) — and `upscale(lr, rng, tile)` for images.
+Latent-space training (ResShift's and DiT-SR's VQ-f4 latents) is not wired in here: the
+process functions support it (`latent=True`), the task trains in pixel space.
+"""
+
+import dataclasses
+import functools
+import zlib
+from typing import Any, Dict, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metrics as clu_metrics
+
+from effcomp.data import degradations
+from effcomp.diffusion import resshift
+from effcomp.metrics import image as image_metrics
+from effcomp.registry import TASKS
+from effcomp.tasks import sr
+from effcomp.tasks.base import Task, task_config
+
+
+@flax.struct.dataclass
+class EvalMetrics(clu_metrics.Collection):
+  loss: clu_metrics.Average.from_output("loss")
+  psnr: clu_metrics.Average.from_output("psnr")
+  ssim: clu_metrics.Average.from_output("ssim")
+
+
+def task_defaults() -> ml_collections.ConfigDict:
+  """Fields `config.task` may hold (defaults: DiT-SR's process; CPU-size patches)."""
+  return ml_collections.ConfigDict({
+      "name": "diffusion_sr", "scale": 4, "patch_size": 64, "augment": True,
+      "degradation": "realesrgan", "eval_patch": 128, "steps": 15, "kappa": 2.0,
+      "min_noise_level": 0.04, "etas_end": 0.99, "power": 0.3, "prediction": "xstart",
+      "weighted_mse": False, "normalize_input": True, "eval_seed": 0})
+
+
+def schedule_of(c: ml_collections.ConfigDict) -> resshift.ResShiftSchedule:
+  return resshift.create(c.steps, c.kappa, c.min_noise_level, c.etas_end, c.power)
+
+
+def to_model_space(images: jax.Array) -> jax.Array:
+  """uint8 → float32 in [−1, 1]."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def upsample_lr(lr: jax.Array, scale: int) -> jax.Array:
+  """y: the LR [B, h, w, C] in model space, bicubic-upsampled to [B, h·s, w·s, C]."""
+  b, h, w, ch = lr.shape
+  return jax.image.resize(lr, (b, h * scale, w * scale, ch), "cubic")
+
+
+def to_uint8(x: jax.Array) -> jax.Array:
+  """[−1, 1] → uint8 (clipped, rounded)."""
+  return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def pad_multiple(model) -> int:
+  """The HR side multiple a U-shaped denoiser needs: 2^(levels−1)·window_size."""
+  return 2 ** (len(model.channel_mult) - 1) * model.window_size
+
+
+def eval_pair(image: np.ndarray, c: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
+  """The centred eval crop and its LR, bicubic or Real-ESRGAN with a seed from its bytes."""
+  if c.degradation == "bicubic":
+    return sr.center_pair(image, c)
+  hr = sr.center_pair(image, c)["hr"]
+  seed = zlib.crc32(np.ascontiguousarray(hr).tobytes()) + c.eval_seed
+  lr = degradations.real_esrgan_degrade(hr, np.random.default_rng(seed),
+                                        degradations.RealESRGANConfig(scale=c.scale))
+  return {"hr": hr, "lr": np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)}
+
+
+def check_config(c: ml_collections.ConfigDict, model) -> None:
+  sr.check_config(ml_collections.ConfigDict({**c.to_dict(), "kd": "none"}))
+  sr.check_model_scale(model, c.scale)
+  if c.prediction not in resshift.PREDICTIONS:
+    raise ValueError(f"config.task.prediction={c.prediction!r}: expected one of "
+                     f"{resshift.PREDICTIONS}")
+  m = pad_multiple(model)
+  for name in ("patch_size", "eval_patch"):
+    if c[name] % m:
+      raise ValueError(f"config.task.{name}={c[name]}: expected a multiple of {m} "
+                       f"(2^(levels−1)·window_size of config.model)")
+
+
+@TASKS.register("diffusion_sr")
+def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
+          teacher_model=None) -> Task:
+  """A residual-shifting diffusion SR `Task` for `model` (module docstring)."""
+  del teacher_model
+  c = task_config(config, task_defaults())
+  check_config(c, model)
+  schedule = schedule_of(c)
+  process = dict(prediction=c.prediction, normalize_input=c.normalize_input, latent=False)
+
+  def init_fn(rng, batch):
+    x = to_model_space(jnp.asarray(batch["hr"]))
+    return model.init({"params": rng, "dropout": rng}, x, jnp.zeros(x.shape[:1], jnp.int32), x)
+
+  def pair(batch):
+    return to_model_space(batch["hr"]), upsample_lr(to_model_space(batch["lr"]), c.scale)
+
+  def denoiser(params, y, train, rng):
+    return lambda x_t, t: model.apply({"params": params}, x_t, t, y, train=train,
+                                      rngs={"dropout": rng})
+
+  def loss_fn(params, model_state, batch, rng, teacher_variables, step):
+    del teacher_variables, step
+    x0, y = pair(batch)
+    rng_loss, rng_drop = jax.random.split(rng)
+    loss, metrics = resshift.training_loss(rng_loss, denoiser(params, y, True, rng_drop), x0,
+                                           y, schedule, weighted=c.weighted_mse, **process)
+    return jnp.mean(loss), (model_state, {"mse": jnp.mean(metrics["mse"])})
+
+  def eval_fn(params, model_state, batch, step, teacher_variables):
+    del model_state, step, teacher_variables
+    x0, y = pair(batch)
+    key = jax.random.key(c.eval_seed)
+    fn = denoiser(params, y, False, key)
+    loss, _ = resshift.training_loss(key, fn, x0, y, schedule, weighted=c.weighted_mse,
+                                     **process)
+    out = resshift.sample(key, fn, y, schedule, clip=True, **process)
+    sr8 = to_uint8(out).astype(jnp.float32)
+    hr8 = batch["hr"].astype(jnp.float32)
+    return EvalMetrics.single_from_model_output(
+        loss=loss, psnr=image_metrics.psnr_y_batch(sr8, hr8, c.scale),
+        ssim=image_metrics.ssim_y_batch(sr8, hr8, c.scale), mask=batch["mask"])
+
+  return Task(
+      model=model, init_fn=init_fn, loss_fn=loss_fn, eval_fn=eval_fn, eval_metrics=EvalMetrics,
+      train_source=train_source, eval_source=eval_source, summary_metric="psnr",
+      train_example_transform=lambda example, rng: sr.random_pair(example["image"], rng, c),
+      eval_example_transform=lambda example, rng: eval_pair(example["image"], c))
+
+
+@dataclasses.dataclass(frozen=True)
+class ResShiftTeacher:
+  """A trained residual-shifting SR model as a teacher (for one-step distillation).
+
+  All arrays are in model space ([−1, 1], NHWC); `y` is the LR upsampled to the HR size
+  (`upsample_lr`). The methods compile once per input shape.
+  """
+  model: Any
+  params: Any
+  schedule: resshift.ResShiftSchedule
+  config: ml_collections.ConfigDict  # the task fields
+
+  @property
+  def scale(self) -> int:
+    return self.config.scale
+
+  def _process(self) -> Dict[str, Any]:
+    return dict(prediction=self.config.prediction, normalize_input=self.config.normalize_input,
+                latent=False)
+
+  def _fn(self, y):
+    return lambda x, t: self.model.apply({"params": self.params}, x, t, y)
+
+  @functools.cached_property
+  def _predict_x0(self):
+    p = self._process()
+
+    def run(x_t, y, t):
+      inputs = resshift.scale_input(self.schedule, x_t, t, False) if p["normalize_input"] else x_t
+      return resshift.predict_x0(self.schedule, self._fn(y)(inputs, t), x_t, y, t,
+                                 p["prediction"])
+    return jax.jit(run)
+
+  def _sampler(self, trajectory: bool):
+    return jax.jit(lambda y, rng: resshift.sample(rng, self._fn(y), y, self.schedule, clip=True,
+                                                  return_trajectory=trajectory,
+                                                  **self._process()))
+
+  @functools.cached_property
+  def _sample(self):
+    return self._sampler(False)
+
+  @functools.cached_property
+  def _trajectory(self):
+    return self._sampler(True)
+
+  def predict_x0(self, x_t: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
+    """The teacher's x_0 at timesteps t ([B] or a scalar, 0 … T−1) from the unscaled state
+    x_t."""
+    return self._predict_x0(x_t, y, jnp.broadcast_to(jnp.asarray(t, jnp.int32), x_t.shape[:1]))
+
+  def trajectory(self, y: jax.Array, rng: jax.Array) -> Dict[str, jax.Array]:
+    """The full chain from the prior at y: {'x0', 'x_t' [T+1, …], 'pred_x0' [T, …], 't'}."""
+    x0, traj = self._trajectory(y, rng)
+    return {"x0": x0, **traj}
+
+  def upscale(self, lr: np.ndarray, rng: jax.Array, tile: int = 0, overlap: int = 8
+              ) -> np.ndarray:
+    """uint8 SR [H·s, W·s, 3] of a uint8 LR [H, W, 3], sampled in `tile`-pixel LR windows
+    (0: whole), each reflect-padded to the denoiser's size multiple."""
+    s, m = self.scale, pad_multiple(self.model)
+
+    def run(window: np.ndarray) -> np.ndarray:
+      h, w = window.shape[:2]
+      y = upsample_lr(to_model_space(jnp.asarray(window)[None]), s)
+      pad = ((0, 0), (0, -h * s % m), (0, -w * s % m), (0, 0))
+      out = self._sample(jnp.pad(y, pad, mode="reflect"), rng)[:, :h * s, :w * s]
+      return np.asarray(to_uint8(out)[0])
+
+    return sr.tiled_upscale(run, lr, s, tile, overlap)
+
+
+def load_teacher(workdir: str, config: Optional[ml_collections.ConfigDict] = None
+                 ) -> ResShiftTeacher:
+  """The `ResShiftTeacher` of the newest checkpoint (the EMA when kept) in `workdir`."""
+  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
+  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
+  config = config or config_lib.from_workdir(workdir)
+  c = task_config(config, task_defaults())
+  side = c.eval_patch or c.patch_size
+  x = jnp.zeros((1, side, side, 3))
+  model, variables = trainer.restore_model(config, workdir, (x, jnp.zeros((1,), jnp.int32), x),
+                                           ema=config.train.ema_decay > 0,
+                                           rng_names=("params", "dropout"))
+  return ResShiftTeacher(model, variables["params"], schedule_of(c), c)
