@@ -56,7 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # sgd | adam | adamw | lamb
   c.optimizer.lr = 1e-3
-  c.optimizer.schedule = "cosine"  # constant | cosine | linear
+  c.optimizer.schedule = "cosine"  # constant | cosine | linear | multistep
+  c.optimizer.milestones = ()  # multistep: steps at which the lr is multiplied by gamma
+  c.optimizer.gamma = 0.5  # multistep
   c.optimizer.warmup_steps = 0
   c.optimizer.end_lr_factor = 0.0  # final lr = lr * end_lr_factor
   c.optimizer.weight_decay = 0.0
