@@ -26,12 +26,10 @@ import functools
 import zlib
 from typing import Any, Dict, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metrics as clu_metrics
 
 from effcomp.data import degradations
 from effcomp.diffusion import resshift
@@ -41,11 +39,7 @@ from effcomp.tasks import sr
 from effcomp.tasks.base import Task, task_config
 
 
-@flax.struct.dataclass
-class EvalMetrics(clu_metrics.Collection):
-  loss: clu_metrics.Average.from_output("loss")
-  psnr: clu_metrics.Average.from_output("psnr")
-  ssim: clu_metrics.Average.from_output("ssim")
+EvalMetrics = sr.EvalMetrics  # loss, PSNR, SSIM
 
 
 def task_defaults() -> ml_collections.ConfigDict:
