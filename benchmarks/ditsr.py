@@ -29,7 +29,8 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_ditsr"),
                     "Where the runs train (each from scratch).")
-flags.DEFINE_integer("steps", 1500, "Training steps of every model.")
+flags.DEFINE_integer("steps", 300, "Training steps of every model (CPU sizes, 2 cores: DiT-SR "
+                     "~2.1 s a step, adaLN ~1.8 s, the U-Net ~1.3 s).")
 flags.DEFINE_integer("batch", 8, "HR patches per step.")
 flags.DEFINE_list("models", ["dit_sr", "dit_sr_adaln", "resshift_unet"],
                   "configs/ditsr_photos.py models.")
