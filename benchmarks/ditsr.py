@@ -122,9 +122,7 @@ def main(argv):
     print(rows[-1], flush=True)
   # Sampling time of one 256² output (64² LR), all models interleaved.
   y = jnp.zeros((1, 256, 256, 3))
-  fns = [(jax.jit(lambda y, k, tr=tr: diffusion_sr.resshift.sample(
-      k, lambda x, t: tr.model.apply({"params": tr.params}, x, t, y), y, tr.schedule)),
-          (y, jax.random.key(0))) for tr in teachers]
+  fns = [(tr.sample, (y, jax.random.key(0))) for tr in teachers]
   times = pack.median_times(fns, repeats=5)
   for row, seconds in zip(rows[1:], times):
     row["CPU s / 256² image"] = seconds

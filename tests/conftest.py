@@ -42,3 +42,15 @@ def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: boo
 def train_args(workdir: str, config: str = "configs/demo.py", *overrides: str) -> list:
   return ["experiments/train.py", f"--config={config}", f"--workdir={workdir}",
           "--config.train.progress_bar=False", *overrides]
+
+
+def train_losses_on_one_and_eight_devices(tmp_path, config: str, *overrides: str) -> tuple:
+  """The logged train/loss values of the same run on 1 device and on 8 (data 4 × fsdp 2,
+  eval batch 8), each trained by `experiments/train.py` in its own subprocess."""
+  from effcomp.train import metrics_writer  # pylint: disable=g-import-not-at-top
+  one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+  run_python(train_args(one, config, *overrides), devices=1)
+  run_python(train_args(eight, config, *overrides, "--config.mesh.data=4", "--config.mesh.fsdp=2",
+                        "--config.eval.batch_size=8"), devices=8)
+  return tuple([r["train/loss"] for r in metrics_writer.read_jsonl(
+      os.path.join(w, "metrics.jsonl")) if "train/loss" in r] for w in (one, eight))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_python, train_args
+from conftest import run_python, train_losses_on_one_and_eight_devices
 from effcomp import config as config_lib
 from effcomp.data import imresize
 from effcomp.models.sr import EDSR
@@ -160,12 +160,6 @@ def test_eight_devices_train_sr_like_one(tmp_path, data_dir):
   overrides = [f"--config.{k}={v}" for k, v in {
       **TINY, **RUN, "train.batch_size": 8, "optimizer.name": "sgd", "optimizer.lr": 0.05,
       "train.log_every": 1}.items()]
-  config = "configs/sr_photos.py:model=edsr,steps=3"
-  one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
-  losses = lambda w: [r["train/loss"] for r in metrics_writer.read_jsonl(
-      os.path.join(w, "metrics.jsonl")) if "train/loss" in r]
-  run_python(train_args(one, config, *overrides), devices=1)
-  run_python(train_args(eight, config, *overrides, "--config.mesh.data=4", "--config.mesh.fsdp=2",
-                        "--config.eval.batch_size=8"), devices=8)
-  np.testing.assert_allclose(losses(eight), losses(one), rtol=2e-5)
-  assert len(losses(one)) == 3
+  one, eight = train_losses_on_one_and_eight_devices(tmp_path, "configs/sr_photos.py:model=edsr,steps=3", *overrides)
+  np.testing.assert_allclose(eight, one, rtol=2e-5)
+  assert len(one) == 3

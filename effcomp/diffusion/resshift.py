@@ -148,6 +148,12 @@ def scale_input(schedule: ResShiftSchedule, x_t: jax.Array, t: jax.Array, latent
   return x_t / (sqrt_eta * schedule.kappa * 3 + 1)
 
 
+def model_input(schedule: ResShiftSchedule, x_t: jax.Array, t: jax.Array,
+                normalize_input: bool, latent: bool) -> jax.Array:
+  """What the model sees of x_t: `scale_input` when normalize_input, else x_t itself."""
+  return scale_input(schedule, x_t, t, latent) if normalize_input else x_t
+
+
 def predict_x0(schedule: ResShiftSchedule, output: jax.Array, x_t: jax.Array, y: jax.Array,
                t: jax.Array, prediction: str = "xstart") -> jax.Array:
   """x_0 from the model's output for each `prediction` (reference `p_mean_variance`)."""
@@ -164,6 +170,14 @@ def predict_x0(schedule: ResShiftSchedule, output: jax.Array, x_t: jax.Array, y:
   else:
     raise ValueError(f"prediction={prediction!r}: expected one of {PREDICTIONS}")
   return (x_t - noise - eta * y) / (1 - eta)
+
+
+def denoise(model_fn: ModelFn, x_t: jax.Array, y: jax.Array, t: jax.Array,
+            schedule: ResShiftSchedule, *, prediction: str = "xstart",
+            normalize_input: bool = True, latent: bool = False) -> jax.Array:
+  """The model's x_0 at state x_t (unscaled) and timesteps t [B]."""
+  return predict_x0(schedule, model_fn(model_input(schedule, x_t, t, normalize_input, latent), t),
+                    x_t, y, t, prediction)
 
 
 def _target(schedule, x0, y, t, noise, prediction):
@@ -188,8 +202,7 @@ def training_loss(rng: jax.Array, model_fn: ModelFn, x0: jax.Array, y: jax.Array
     t = jax.random.randint(rng_t, (b,), 0, schedule.num_timesteps)
   noise = jax.random.normal(rng_noise, x0.shape, x0.dtype)
   x_t = q_sample(schedule, x0, y, t, noise)
-  inputs = scale_input(schedule, x_t, t, latent) if normalize_input else x_t
-  output = model_fn(inputs, t)
+  output = model_fn(model_input(schedule, x_t, t, normalize_input, latent), t)
   if output.shape != x0.shape:
     raise ValueError(f"model output {output.shape}: expected {x0.shape}")
   mse = jnp.mean(jnp.square(_target(schedule, x0, y, t, noise, prediction) - output),
@@ -206,8 +219,8 @@ def p_sample(rng: jax.Array, model_fn: ModelFn, x_t: jax.Array, y: jax.Array, t:
              normalize_input: bool = True, latent: bool = False
              ) -> Tuple[jax.Array, jax.Array]:
   """One ancestral step: (x_{t−1}, predicted x_0); no noise where t = 0."""
-  inputs = scale_input(schedule, x_t, t, latent) if normalize_input else x_t
-  x0 = predict_x0(schedule, model_fn(inputs, t), x_t, y, t, prediction)
+  x0 = denoise(model_fn, x_t, y, t, schedule, prediction=prediction,
+               normalize_input=normalize_input, latent=latent)
   if clip:
     x0 = jnp.clip(x0, -1.0, 1.0)
   mean, _, log_var = q_posterior(schedule, x0, x_t, t)

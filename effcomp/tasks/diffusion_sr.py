@@ -15,8 +15,9 @@ chain from a fixed noise (`eval_seed`); PSNR / SSIM on Y with `scale` border pix
 cropped, 8-bit output as BasicSR; plus the x_0 MSE at a fixed (t, ε) draw.
 
 The run's samplers and its teacher API for distillation: `ResShiftTeacher`
-(`load_teacher(workdir)`): `predict_x0(x_t, y, t)` at any timestep, `trajectory(lr, rng)`
-— the whole chain (states and x_0 predictions) — and `upscale(lr, rng, tile)` for images.
+(`load_teacher(workdir)`): `predict_x0(x_t, y, t)` at any timestep, `sample(y, rng)`,
+`trajectory(y, rng)` — the whole chain (states and x_0 predictions) — and
+`upscale(lr, rng, tile)` for uint8 images.
 Latent-space training (ResShift's and DiT-SR's VQ-f4 latents) is not wired in here: the
 process functions support it (`latent=True`), the task trains in pixel space.
 """
@@ -55,6 +56,11 @@ def schedule_of(c: ml_collections.ConfigDict) -> resshift.ResShiftSchedule:
   return resshift.create(c.steps, c.kappa, c.min_noise_level, c.etas_end, c.power)
 
 
+def process_args(c: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The `resshift` keyword arguments of the task fields (pixel space)."""
+  return dict(prediction=c.prediction, normalize_input=c.normalize_input, latent=False)
+
+
 def to_model_space(images: jax.Array) -> jax.Array:
   """uint8 → float32 in [−1, 1]."""
   return images.astype(jnp.float32) / 127.5 - 1.0
@@ -88,7 +94,7 @@ def eval_pair(image: np.ndarray, c: ml_collections.ConfigDict) -> Dict[str, np.n
 
 
 def check_config(c: ml_collections.ConfigDict, model) -> None:
-  sr.check_config(ml_collections.ConfigDict({**c.to_dict(), "kd": "none"}))
+  sr.check_config(c)
   sr.check_model_scale(model, c.scale)
   if c.prediction not in resshift.PREDICTIONS:
     raise ValueError(f"config.task.prediction={c.prediction!r}: expected one of "
@@ -108,7 +114,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   c = task_config(config, task_defaults())
   check_config(c, model)
   schedule = schedule_of(c)
-  process = dict(prediction=c.prediction, normalize_input=c.normalize_input, latent=False)
+  process = process_args(c)
 
   def init_fn(rng, batch):
     x = to_model_space(jnp.asarray(batch["hr"]))
@@ -166,30 +172,21 @@ class ResShiftTeacher:
   def scale(self) -> int:
     return self.config.scale
 
-  def _process(self) -> Dict[str, Any]:
-    return dict(prediction=self.config.prediction, normalize_input=self.config.normalize_input,
-                latent=False)
-
   def _fn(self, y):
     return lambda x, t: self.model.apply({"params": self.params}, x, t, y)
 
   @functools.cached_property
   def _predict_x0(self):
-    p = self._process()
-
-    def run(x_t, y, t):
-      inputs = resshift.scale_input(self.schedule, x_t, t, False) if p["normalize_input"] else x_t
-      return resshift.predict_x0(self.schedule, self._fn(y)(inputs, t), x_t, y, t,
-                                 p["prediction"])
-    return jax.jit(run)
+    return jax.jit(lambda x_t, y, t: resshift.denoise(self._fn(y), x_t, y, t, self.schedule,
+                                                      **process_args(self.config)))
 
   def _sampler(self, trajectory: bool):
     return jax.jit(lambda y, rng: resshift.sample(rng, self._fn(y), y, self.schedule, clip=True,
                                                   return_trajectory=trajectory,
-                                                  **self._process()))
+                                                  **process_args(self.config)))
 
   @functools.cached_property
-  def _sample(self):
+  def _sample_fn(self):
     return self._sampler(False)
 
   @functools.cached_property
@@ -200,6 +197,10 @@ class ResShiftTeacher:
     """The teacher's x_0 at timesteps t ([B] or a scalar, 0 … T−1) from the unscaled state
     x_t."""
     return self._predict_x0(x_t, y, jnp.broadcast_to(jnp.asarray(t, jnp.int32), x_t.shape[:1]))
+
+  def sample(self, y: jax.Array, rng: jax.Array) -> jax.Array:
+    """x_0 sampled by the whole chain from the prior at y (clipped to [−1, 1])."""
+    return self._sample_fn(y, rng)
 
   def trajectory(self, y: jax.Array, rng: jax.Array) -> Dict[str, jax.Array]:
     """The full chain from the prior at y: {'x0', 'x_t' [T+1, …], 'pred_x0' [T, …], 't'}."""
@@ -216,7 +217,7 @@ class ResShiftTeacher:
       h, w = window.shape[:2]
       y = upsample_lr(to_model_space(jnp.asarray(window)[None]), s)
       pad = ((0, 0), (0, -h * s % m), (0, -w * s % m), (0, 0))
-      out = self._sample(jnp.pad(y, pad, mode="reflect"), rng)[:, :h * s, :w * s]
+      out = self.sample(jnp.pad(y, pad, mode="reflect"), rng)[:, :h * s, :w * s]
       return np.asarray(to_uint8(out)[0])
 
     return sr.tiled_upscale(run, lr, s, tile, overlap)

@@ -154,8 +154,6 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   if c.degradation not in DEGRADATIONS:
     raise ValueError(f"config.task.degradation={c.degradation!r}: expected one of "
                      f"{DEGRADATIONS}")
-  if c.kd not in KD_METHODS:
-    raise ValueError(f"config.task.kd={c.kd!r}: expected one of {KD_METHODS}")
 
 
 def check_model_scale(model, scale: int) -> None:
@@ -170,6 +168,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   c = task_config(config, task_defaults())
   check_config(c)
   check_model_scale(model, c.scale)
+  if c.kd not in KD_METHODS:
+    raise ValueError(f"config.task.kd={c.kd!r}: expected one of {KD_METHODS}")
   if c.kd != "none" and teacher_model is None:
     raise ValueError(f"config.task.kd={c.kd!r} needs a teacher: set config.teacher.workdir")
   if teacher_model is not None:

@@ -50,8 +50,7 @@ import numpy as np
 
 from effcomp.models.dit.dit import timestep_embedding
 from effcomp.models.sr.common import conv
-from effcomp.models.sr.swinir import (WindowAttention, dense, shifted_window_mask,
-                                      window_partition, window_reverse)
+from effcomp.models.sr.swinir import dense, shifted_window_attention
 from effcomp.registry import MODELS
 
 CONDITIONINGS = ("adafm", "adaln", "none")
@@ -143,15 +142,7 @@ class DiTSRBlock(nn.Module):
     else:
       raise ValueError(f"conditioning={self.conditioning!r}: expected one of {CONDITIONINGS}")
     h = modulate(group_norm(self.norm_groups, self.dtype, "norm1")(x), 0).astype(self.dtype)
-    if shift:
-      h = jnp.roll(h, (-shift, -shift), axis=(1, 2))
-    mask = jnp.asarray(shifted_window_mask(height, width, ws, shift)) if shift else None
-    h = WindowAttention(self.num_heads, ws, dtype=self.dtype, name="attn")(
-        window_partition(h, ws).reshape(-1, ws * ws, c), mask)
-    h = window_reverse(h.reshape(-1, ws, ws, c), ws, height, width)
-    if shift:
-      h = jnp.roll(h, (shift, shift), axis=(1, 2))
-    x = x + drop(h)
+    x = x + drop(shifted_window_attention(h, self.num_heads, ws, shift, self.dtype))
     h = modulate(group_norm(self.norm_groups, self.dtype, "norm2")(x), 1).astype(self.dtype)
     h = drop(nn.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h),
                      approximate=False))

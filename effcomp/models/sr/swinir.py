@@ -156,6 +156,22 @@ class WindowAttention(nn.Module):
     return dense(c, ("heads", "embed"), self.dtype, "proj")(out)
 
 
+def shifted_window_attention(h: jax.Array, num_heads: int, window_size: int, shift: int,
+                             dtype: Any) -> jax.Array:
+  """W-MSA (shift 0) or SW-MSA on h [B, H, W, C] (H, W multiples of window_size): roll the
+  map by −shift, attend inside each window with the shifted-window mask, roll back. Call it
+  inside a compact module: the attention becomes that module's submodule 'attn'."""
+  _, height, width, c = h.shape
+  ws = window_size
+  if shift:
+    h = jnp.roll(h, (-shift, -shift), axis=(1, 2))
+  mask = jnp.asarray(shifted_window_mask(height, width, ws, shift)) if shift else None
+  h = WindowAttention(num_heads, ws, dtype=dtype, name="attn")(
+      window_partition(h, ws).reshape(-1, ws * ws, c), mask)
+  h = window_reverse(h.reshape(-1, ws, ws, c), ws, height, width)
+  return jnp.roll(h, (shift, shift), axis=(1, 2)) if shift else h
+
+
 class SwinTransformerBlock(nn.Module):
   """One Swin layer on x: [B, H, W, C] (H, W multiples of window_size) → same shape.
 
@@ -176,15 +192,8 @@ class SwinTransformerBlock(nn.Module):
       raise ValueError(f"SwinTransformerBlock: map {height}×{width}, window_size={ws}, "
                        f"shift_size={s}; expected multiples of the window and 0 ≤ shift < window")
     drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)
-    h = layer_norm(self.dtype, "norm1")(x)
-    if s:
-      h = jnp.roll(h, (-s, -s), axis=(1, 2))
-    mask = jnp.asarray(shifted_window_mask(height, width, ws, s)) if s else None
-    h = WindowAttention(self.num_heads, ws, dtype=self.dtype, name="attn")(
-        window_partition(h, ws).reshape(-1, ws * ws, c), mask)
-    h = window_reverse(h.reshape(-1, ws, ws, c), ws, height, width)
-    if s:
-      h = jnp.roll(h, (s, s), axis=(1, 2))
+    h = shifted_window_attention(layer_norm(self.dtype, "norm1")(x), self.num_heads, ws, s,
+                                 self.dtype)
     x = x + drop(h)
     h = layer_norm(self.dtype, "norm2")(x)
     h = nn.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h),
