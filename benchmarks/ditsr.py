@@ -3,13 +3,15 @@ Real-ESRGAN degradations (→ benchmarks/results/ditsr.json, docs/results/ditsr.
 before/after grid docs/results/ditsr_samples.png).
 
 Every denoiser of `configs/ditsr_photos.py` (CPU sizes) trains from seed 0 for the same
-budget (`--steps` of `--batch` 64² HR patches, Real-ESRGAN LR, the residual-shifting
+budget (`--steps` of `--batch` `--patch`² HR patches, Real-ESRGAN LR, the residual-shifting
 process with DiT-SR's 15 steps), then samples the `--eval_patch`² centre crops of the
 three test photos (degraded with fixed seeds, as the task's evaluation) with the full
 15-step chain from a fixed noise: PSNR / SSIM on Y (4 border pixels cropped) and LPIPS
 (AlexNet) when `--lpips_weights` (and `--lpips_backbone`) name local files; parameters;
 multiply-adds of one denoiser call at a 256² output (and ×15 for a whole sample); CPU
 seconds per sampled 256² output (jitted, median of interleaved runs, so the ratios hold).
+Defaults fit 45 min on 2 cores: 1400 steps of 8 × 32² patches (DiT-SR ~0.54 s a step, about
+19 s per 256² sample).
 Bicubic upsampling of the degraded LR is the floor row.
 Expected (DiT-SR, Tables 1 and 4): DiT-SR ahead of the U-Net at similar cost, and AdaFM
 ahead of adaLN.
@@ -29,9 +31,9 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_ditsr"),
                     "Where the runs train (each from scratch).")
-flags.DEFINE_integer("steps", 300, "Training steps of every model (CPU sizes, 2 cores: DiT-SR "
-                     "~2.1 s a step, adaLN ~1.8 s, the U-Net ~1.3 s).")
+flags.DEFINE_integer("steps", 1400, "Training steps of every model.")
 flags.DEFINE_integer("batch", 8, "HR patches per step.")
+flags.DEFINE_integer("patch", 32, "HR side of the training patches (multiple of 32).")
 flags.DEFINE_list("models", ["dit_sr", "dit_sr_adaln", "resshift_unet"],
                   "configs/ditsr_photos.py models.")
 flags.DEFINE_integer("eval_patch", 256, "HR side of the test crops.")
@@ -52,8 +54,8 @@ def train(model):
   workdir = os.path.join(FLAGS.runs_dir, model)
   shutil.rmtree(workdir, ignore_errors=True)
   config = config_lib.load(
-      f"configs/ditsr_photos.py:model={model},steps={FLAGS.steps},batch={FLAGS.batch}",
-      **{"train.progress_bar": False})
+      f"configs/ditsr_photos.py:model={model},steps={FLAGS.steps},batch={FLAGS.batch},"
+      f"patch={FLAGS.patch}", **{"train.progress_bar": False, "train.eval_every": FLAGS.steps})
   start = time.time()
   trainer.train_and_evaluate(config, workdir)
   return workdir, time.time() - start
@@ -123,7 +125,7 @@ def main(argv):
   # Sampling time of one 256² output (64² LR), all models interleaved.
   y = jnp.zeros((1, 256, 256, 3))
   fns = [(tr.sample, (y, jax.random.key(0))) for tr in teachers]
-  times = pack.median_times(fns, repeats=5)
+  times = pack.median_times(fns, repeats=3)
   for row, seconds in zip(rows[1:], times):
     row["CPU s / 256² image"] = seconds
     row[f"time vs {LABELS.get(FLAGS.models[0])}"] = seconds / times[0]
@@ -133,11 +135,12 @@ def main(argv):
   notes = (f"×4, embedded photos (train 7 / test 3), Real-ESRGAN second-order degradation "
            f"(train: random; test: {FLAGS.eval_patch}² centre crops degraded with fixed seeds). "
            f"Every denoiser: `configs/ditsr_photos.py` CPU size, {FLAGS.steps} steps × "
-           f"{FLAGS.batch} HR patches of 64², seed 0, residual-shifting process of DiT-SR "
-           "(15 steps, κ = 2, x_0 prediction, pixel space), EMA weights; samples: the whole "
+           f"{FLAGS.batch} HR patches of {FLAGS.patch}², seed 0, residual-shifting process of "
+           "DiT-SR (15 steps, κ = 2, x_0 prediction, pixel space), EMA weights; samples: the whole "
            "15-step chain from a fixed noise. PSNR / SSIM: Y channel, 4 border pixels cropped. "
-           f"{lpips_note} GMACs: one denoiser call at a 256² output (FFTs not counted); "
-           "CPU s: one whole sample, jitted, median of 5 interleaved runs on this machine "
+           f"{lpips_note} GMACs: one denoiser call at a 256² output (AdaFM's "
+           "8×8 DFTs counted as the complex matrix products run here, one MAC per complex product); "
+           "CPU s: one whole sample, jitted, median of 3 interleaved runs on this machine "
            f"(compare the ratios). Grid: [{os.path.basename(SAMPLES_PNG)}]"
            f"({os.path.basename(SAMPLES_PNG)}) — per test crop: bicubic of the degraded LR, "
            + ", ".join(LABELS.get(n, n) for n in FLAGS.models) + ", HR.")
