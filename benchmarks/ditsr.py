@@ -139,7 +139,7 @@ def main(argv):
            "DiT-SR (15 steps, κ = 2, x_0 prediction, pixel space), EMA weights; samples: the whole "
            "15-step chain from a fixed noise. PSNR / SSIM: Y channel, 4 border pixels cropped. "
            f"{lpips_note} GMACs: one denoiser call at a 256² output (AdaFM's "
-           "8×8 DFTs counted as the complex matrix products run here, one MAC per complex product); "
+           "8×8 DFTs counted as the complex matrix products run here, one MAC each); "
            "CPU s: one whole sample, jitted, median of 3 interleaved runs on this machine "
            f"(compare the ratios). Grid: [{os.path.basename(SAMPLES_PNG)}]"
            f"({os.path.basename(SAMPLES_PNG)}) — per test crop: bicubic of the degraded LR, "
