@@ -52,6 +52,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/sr.py
 	$(PY) benchmarks/sr_figure.py
 	$(PY) benchmarks/circuits.py
+	$(PY) benchmarks/ditsr.py
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

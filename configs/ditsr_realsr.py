@@ -16,9 +16,18 @@ Arguments: model (dit_sr | dit_sr_adaln | resshift_unet), the paper sizes.
 Deviation: the paper trains on the 64² latents of a 4×-downsampling VQ autoencoder
 (ResShift's `autoencoder_vq_f4.pth`); effcomp's task runs in pixel space (no VQ
 autoencoder in effcomp yet), so every denoiser call costs about 16× the paper's.
-Expected cost: `python configs/ditsr_realsr.py` prints the jaxpr multiply-add count of one
-denoiser call at a 256² output and the recipe's training FLOPs (3× forward for the
-backward, no FFTs counted); written down in docs/results/ditsr.md's notes when run.
+Expected cost (`python configs/ditsr_realsr.py`: jaxpr multiply-adds of one denoiser call
+at a 256² output, AdaFM's DFTs counted as the matrix products run here; training FLOP =
+3 (forward + backward) × 2 × MACs × batch 64 × 300K steps). An estimate, not a measurement:
+
+  | model | GMACs / call (256²) | training FLOP | at 20 TFLOP/s sustained |
+  |---|---|---|---|
+  | DiT-SR (60.8 M) | 778.5 | 9.0e19 | ≈ 52 chip-days |
+  | DiT-SR, adaLN | 769.8 | 8.9e19 | ≈ 51 chip-days |
+  | ResShift U-Net (118.6 M) | 810.4 | 9.3e19 | ≈ 54 chip-days |
+
+In the paper's latent space (64² latents) each call costs about 1/16 of this (≈ 3.3
+chip-days for DiT-SR), plus the VQ encoder; sampling one 256² output is 15 calls.
 """
 
 from effcomp import config as config_lib
