@@ -6,7 +6,8 @@ Every denoiser of `configs/ditsr_photos.py` (CPU sizes) trains from seed 0 for t
 budget (`--steps` of `--batch` `--patch`² HR patches, Real-ESRGAN LR, the residual-shifting
 process with DiT-SR's 15 steps), then samples the `--eval_patch`² centre crops of the
 three test photos (degraded with fixed seeds, as the task's evaluation) with the full
-15-step chain from a fixed noise: PSNR / SSIM on Y (4 border pixels cropped) and LPIPS
+15-step chain from a fixed noise: PSNR / SSIM on Y (4 border pixels cropped), the
+denoiser's x_0 error on the same crops at every timestep (`test_loss`) and LPIPS
 (AlexNet) when `--lpips_weights` (and `--lpips_backbone`) name local files; parameters;
 multiply-adds of one denoiser call at a 256² output (and ×15 for a whole sample); CPU
 seconds per sampled 256² output (jitted, median of interleaved runs, so the ratios hold).
@@ -86,6 +87,28 @@ def scores(outputs, pairs, lpips):
   return row
 
 
+def test_loss(teacher, pairs):
+  """The denoiser's x_0 error on the test crops: MSE (model space, [−1, 1]) of its x_0
+  prediction from q_sample(x_0, y, t, ε), ε fixed per t, averaged over all timesteps —
+  the training objective on held-out data, a lower-variance measure than one sample."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from effcomp.diffusion import resshift
+  from effcomp.tasks import diffusion_sr
+  errors = []
+  for p in pairs:
+    x0 = diffusion_sr.to_model_space(jnp.asarray(p["hr"])[None])
+    y = diffusion_sr.upsample_lr(diffusion_sr.to_model_space(jnp.asarray(p["lr"])[None]),
+                                 teacher.scale)
+    for t in range(teacher.schedule.num_timesteps):
+      noise = jax.random.normal(jax.random.key(t), x0.shape)
+      tt = jnp.full((1,), t, jnp.int32)
+      pred = teacher.predict_x0(resshift.q_sample(teacher.schedule, x0, y, tt, noise), y, tt)
+      errors.append(float(jnp.mean((pred - x0) ** 2)))
+  return float(np.mean(errors))
+
+
 def main(argv):
   del argv
   import jax
@@ -119,7 +142,7 @@ def main(argv):
                                    for p in jax.tree.leaves(teacher.params)) / 1e3,
                  "GMACs / step (256²)": macs / 1e9, f"GMACs / image ({steps} steps)":
                  steps * macs / 1e9, **scores(outputs[name], pairs, lpips),
-                 "train s": seconds})
+                 "test x0 MSE": test_loss(teacher, pairs), "train s": seconds})
     teachers.append(teacher)
     print(rows[-1], flush=True)
   # Sampling time of one 256² output (64² LR), all models interleaved.
@@ -138,6 +161,8 @@ def main(argv):
            f"{FLAGS.batch} HR patches of {FLAGS.patch}², seed 0, residual-shifting process of "
            "DiT-SR (15 steps, κ = 2, x_0 prediction, pixel space), EMA weights; samples: the whole "
            "15-step chain from a fixed noise. PSNR / SSIM: Y channel, 4 border pixels cropped. "
+           "Test x0 MSE: the training objective on the test crops (x_0 predicted from "
+           "q_sample at each of the 15 timesteps with a fixed ε, model space [−1, 1], mean). "
            f"{lpips_note} GMACs: one denoiser call at a 256² output (AdaFM's "
            "8×8 DFTs counted as the complex matrix products run here, one MAC each); "
            "CPU s: one whole sample, jitted, median of 3 interleaved runs on this machine "
@@ -145,7 +170,8 @@ def main(argv):
            f"({os.path.basename(SAMPLES_PNG)}) — per test crop: bicubic of the degraded LR, "
            + ", ".join(LABELS.get(n, n) for n in FLAGS.models) + ", HR.")
   columns = ["model", "params (K)", "GMACs / step (256²)", "GMACs / image (15 steps)", "PSNR",
-             "SSIM", *(["LPIPS"] if lpips is not None else []), "CPU s / 256² image",
+             "SSIM", *(["LPIPS"] if lpips is not None else []), "test x0 MSE",
+             "CPU s / 256² image",
              f"time vs {LABELS.get(FLAGS.models[0])}", "train s"]
   common.write_results("ditsr", rows, columns,
                        title="Diffusion SR (×4, real-world degradations): DiT-SR vs adaLN vs "
