@@ -98,9 +98,8 @@ def test_loss(teacher, pairs):
   from effcomp.tasks import diffusion_sr
   errors = []
   for p in pairs:
-    x0 = diffusion_sr.to_model_space(jnp.asarray(p["hr"])[None])
-    y = diffusion_sr.upsample_lr(diffusion_sr.to_model_space(jnp.asarray(p["lr"])[None]),
-                                 teacher.scale)
+    x0, y = diffusion_sr.model_pair(jnp.asarray(p["hr"])[None], jnp.asarray(p["lr"])[None],
+                                    teacher.scale)
     for t in range(teacher.schedule.num_timesteps):
       noise = jax.random.normal(jax.random.key(t), x0.shape)
       tt = jnp.full((1,), t, jnp.int32)

@@ -70,18 +70,16 @@ def get_config(arg=None):
 
 def cost(model: str) -> dict:
   """Multiply-adds of one denoiser call at 256² and the recipe's training FLOPs."""
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from effcomp.metrics import flops  # pylint: disable=g-import-not-at-top
   from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
   config = get_config(f"model={model}")
-  net = trainer.build_model(config.model, "float32")
   x = jnp.zeros((1, 256, 256, 3))
-  t = jnp.zeros((1,), jnp.int32)
-  variables = jax.eval_shape(lambda: net.init(jax.random.key(0), x, t, x))
-  macs = flops.jaxpr_macs(lambda v, x: net.apply(v, x, t, x), variables, x)
-  total = 3 * 2 * macs * config.train.batch_size * config.train.steps
-  return {"model": model, "GMACs / call (256²)": macs / 1e9, "training FLOP": total}
+  c = flops.recipe_cost(trainer.build_model(config.model, "float32"),
+                        [x, jnp.zeros((1,), jnp.int32), x], config.train.batch_size,
+                        config.train.steps)
+  return {"model": model, "GMACs / call (256²)": c["macs"] / 1e9,
+          "training FLOP": c["training_flop"]}
 
 
 if __name__ == "__main__":

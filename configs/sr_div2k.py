@@ -1,8 +1,9 @@
 """The papers' super-resolution recipes on DIV2K (BasicSR's), for when the data is present.
 
 Train on DIV2K's 800 training images (a `manual_dir` builder: `effcomp/data/sr.py` prints
-the expected layout when the files are missing), random HR patches with flips/rotations and MATLAB-bicubic LR made on the fly (BasicSR pre-crops
-sub-images and pre-computes the LR; the pairs are the same), L1, Adam β = (0.9, 0.99),
+the expected layout when the files are missing), random HR patches with flips/rotations
+and MATLAB-bicubic LR made on the fly (BasicSR pre-crops sub-images and pre-computes the
+LR; the pairs are the same), L1, Adam β = (0.9, 0.99),
 step decay ×0.5 at the milestones; eval during training on centre crops of DIV2K
 0801–0900; the papers' test sets afterwards on whole images:
 
@@ -72,18 +73,15 @@ def get_config(arg=None):
 
 def cost(model: str, scale: int = 2) -> dict:
   """Multiply-adds of one training patch (forward) and the recipe's training FLOPs."""
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from effcomp.metrics import flops  # pylint: disable=g-import-not-at-top
   from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
   config = get_config(f"model={model},scale={scale}")
-  net = trainer.build_model(config.model, "float32")
   side = config.task.patch_size // scale
-  x = jnp.zeros((1, side, side, 3))
-  variables = jax.eval_shape(lambda: net.init(jax.random.key(0), x))
-  macs = flops.jaxpr_macs(lambda v, x: net.apply(v, x), variables, x)
-  total = 3 * 2 * macs * config.train.batch_size * config.train.steps
-  return {"model": model, "GMACs / patch": macs / 1e9, "training FLOP": total}
+  c = flops.recipe_cost(trainer.build_model(config.model, "float32"),
+                        [jnp.zeros((1, side, side, 3))], config.train.batch_size,
+                        config.train.steps)
+  return {"model": model, "GMACs / patch": c["macs"] / 1e9, "training FLOP": c["training_flop"]}
 
 
 if __name__ == "__main__":

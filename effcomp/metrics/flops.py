@@ -144,6 +144,16 @@ def jaxpr_macs(fn: Callable, *args, **kwargs) -> int:
     return _jaxpr_macs(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
 
 
+def recipe_cost(net: Any, inputs: Sequence[jax.Array], batch_size: int, steps: int
+                ) -> Dict[str, float]:
+  """A training recipe's expected cost: 'macs', the `jaxpr_macs` of one forward pass
+  `net.apply(variables, *inputs)` (parameters shaped abstractly, nothing allocated), and
+  'training_flop' = 3 (forward + backward) × 2 × macs × batch_size × steps."""
+  variables = jax.eval_shape(lambda: net.init(jax.random.key(0), *inputs))
+  macs = jaxpr_macs(lambda v, *a: net.apply(v, *a), variables, *inputs)
+  return {"macs": macs, "training_flop": 3 * 2 * macs * batch_size * steps}
+
+
 def xla_flops(fn: Callable, *args, **kwargs) -> float:
   """`flops` of XLA's cost analysis of `jax.jit(fn)` compiled for `args` (a multiply-add
   counts 2, elementwise ops 1; on CPU the analysis is a dict, older JAX a list of one)."""

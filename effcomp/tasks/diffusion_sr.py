@@ -25,7 +25,7 @@ process functions support it (`latent=True`), the task trains in pixel space.
 import dataclasses
 import functools
 import zlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,11 @@ def upsample_lr(lr: jax.Array, scale: int) -> jax.Array:
   """y: the LR [B, h, w, C] in model space, bicubic-upsampled to [B, h·s, w·s, C]."""
   b, h, w, ch = lr.shape
   return jax.image.resize(lr, (b, h * scale, w * scale, ch), "cubic")
+
+
+def model_pair(hr: jax.Array, lr: jax.Array, scale: int) -> Tuple[jax.Array, jax.Array]:
+  """(x_0, y) in model space from uint8 HR [B, H, W, C] and LR [B, H/s, W/s, C]."""
+  return to_model_space(hr), upsample_lr(to_model_space(lr), scale)
 
 
 def to_uint8(x: jax.Array) -> jax.Array:
@@ -120,16 +125,13 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     x = to_model_space(jnp.asarray(batch["hr"]))
     return model.init({"params": rng, "dropout": rng}, x, jnp.zeros(x.shape[:1], jnp.int32), x)
 
-  def pair(batch):
-    return to_model_space(batch["hr"]), upsample_lr(to_model_space(batch["lr"]), c.scale)
-
   def denoiser(params, y, train, rng):
     return lambda x_t, t: model.apply({"params": params}, x_t, t, y, train=train,
                                       rngs={"dropout": rng})
 
   def loss_fn(params, model_state, batch, rng, teacher_variables, step):
     del teacher_variables, step
-    x0, y = pair(batch)
+    x0, y = model_pair(batch["hr"], batch["lr"], c.scale)
     rng_loss, rng_drop = jax.random.split(rng)
     loss, metrics = resshift.training_loss(rng_loss, denoiser(params, y, True, rng_drop), x0,
                                            y, schedule, weighted=c.weighted_mse, **process)
@@ -137,7 +139,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
 
   def eval_fn(params, model_state, batch, step, teacher_variables):
     del model_state, step, teacher_variables
-    x0, y = pair(batch)
+    x0, y = model_pair(batch["hr"], batch["lr"], c.scale)
     key = jax.random.key(c.eval_seed)
     fn = denoiser(params, y, False, key)
     loss, _ = resshift.training_loss(key, fn, x0, y, schedule, weighted=c.weighted_mse,

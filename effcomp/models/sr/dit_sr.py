@@ -211,6 +211,11 @@ def check_widths(model) -> None:
                        f"(model_channels·channel_mult and swin_embed_dim); {ch} is not")
 
 
+def has_stage(model, level: int) -> bool:
+  """Whether a U-shaped denoiser's `level` has a transformer Stage (`attention_levels`)."""
+  return model.attention_levels is None or level in model.attention_levels
+
+
 def check_unet_input(x: jax.Array, lq: jax.Array, levels: int, in_channels: int) -> None:
   """ValueError unless x [B, H, W, in_channels] and lq [B, H, W, ·] fit a U-Net of
   `levels` levels (H, W divisible by 2^(levels−1))."""
@@ -261,9 +266,6 @@ class DiTSR(nn.Module):
                  self.window_size, self.mlp_ratio, self.conditioning, self.fft_patch_size,
                  self.dropout, self.norm_groups, self.dtype, name=name)
 
-  def has_stage(self, level: int) -> bool:
-    return self.attention_levels is None or level in self.attention_levels
-
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False
                ) -> jax.Array:
@@ -277,7 +279,7 @@ class DiTSR(nn.Module):
     h = conv(jnp.concatenate([x, lq], -1).astype(dt), mc * self.channel_mult[0], dt, "conv_in")
     skips = [h]
     for level in range(levels):
-      if self.has_stage(level):
+      if has_stage(self, level):
         h = self.stage(f"down_{level}_stage", self.swin_depth)(h, emb, train)
       skips.append(h)
       if level < levels - 1:
@@ -288,7 +290,7 @@ class DiTSR(nn.Module):
       ch = mc * self.channel_mult[level]
       for i, depth in enumerate((self.swin_depth, 1)):
         h = conv(jnp.concatenate([h, skips.pop()], -1), ch, dt, f"up_{level}_{i}_conv")
-        if self.has_stage(level):
+        if has_stage(self, level):
           h = self.stage(f"up_{level}_{i}_stage", depth)(h, emb, train)
       if level > 0:
         h = upsample(h, mc * self.channel_mult[level - 1], dt, f"up_{level}_upsample")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from effcomp.models.sr.common import CONV_AXES, conv
 from effcomp.models.sr.dit_sr import (Stage, TimeEmbedding, check_unet_input, check_widths,
-                                      conv1x1, downsample, group_norm, upsample)
+                                      conv1x1, downsample, group_norm, has_stage, upsample)
 from effcomp.models.sr.swinir import dense
 from effcomp.registry import MODELS
 
@@ -86,9 +86,6 @@ class ResShiftUNet(nn.Module):
                  self.mlp_ratio, "none", dropout=self.dropout, norm_groups=self.norm_groups,
                  dtype=self.dtype, name=name)
 
-  def has_stage(self, level: int) -> bool:
-    return self.attention_levels is None or level in self.attention_levels
-
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False
                ) -> jax.Array:
@@ -105,7 +102,7 @@ class ResShiftUNet(nn.Module):
     for level, mult in enumerate(self.channel_mult):
       for j in range(self.num_res_blocks):
         h = res(mc * mult, f"down_{level}_{j}_res")(h, emb, train)
-        if j == 0 and self.has_stage(level):
+        if j == 0 and has_stage(self, level):
           h = self.stage(f"down_{level}_{j}_stage")(h, emb, train)
         skips.append(h)
       if level < levels - 1:
@@ -118,7 +115,7 @@ class ResShiftUNet(nn.Module):
       ch = mc * self.channel_mult[level]
       for i in range(self.num_res_blocks + 1):
         h = res(ch, f"up_{level}_{i}_res")(jnp.concatenate([h, skips.pop()], -1), emb, train)
-        if i == 0 and self.has_stage(level):
+        if i == 0 and has_stage(self, level):
           h = self.stage(f"up_{level}_{i}_stage")(h, emb, train)
       if level > 0:
         h = upsample(h, ch, dt, f"up_{level}_upsample")
