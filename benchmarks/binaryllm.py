@@ -24,7 +24,21 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import matplotlib  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.models.lm.llama import num_params  # noqa: E402
+from effcomp.quant import binary_pack  # noqa: E402
+from effcomp.quant.ptq import evaluate  # noqa: E402
+from effcomp.runs import export as runs_export  # noqa: E402
+from effcomp.runs import quantize  # noqa: E402
+from effcomp.train import metrics_writer  # noqa: E402
 
 flags.DEFINE_string("lm_workdir", os.path.join(ROOT, "workdirs", "bench_lm_tiny_byte"),
                     "The full-precision lm_tiny teacher (trained here first if unfinished).")
@@ -46,22 +60,18 @@ METHODS = (
 
 
 def _eval_rows(workdir):
-  from effcomp.train import metrics_writer
   return [r for r in metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
           if "eval/perplexity" in r]
 
 
 def train_student(name, args):
   """Trains one student from scratch; returns its result row and its eval curve."""
-  from effcomp import config as config_lib
-  from effcomp.quant import export_run
-  from effcomp.train import metrics_writer, trainer
   workdir = os.path.join(FLAGS.runs_dir, args.replace("=", "_").replace(",", "_"))
   shutil.rmtree(workdir, ignore_errors=True)
   config = config_lib.load(f"configs/binaryllm_tiny.py:teacher={FLAGS.lm_workdir},steps={FLAGS.steps},{args}",
                            **{"train.progress_bar": False, "eval.at_start": True})
-  summary = trainer.train_and_evaluate(config, workdir)
-  export = export_run.export_binary_lm_and_check(workdir, os.path.join(workdir, "packed"))
+  summary = runs.train(config, workdir)
+  export = runs_export.export_binary_lm_and_check(workdir, os.path.join(workdir, "packed"))
   curve = _eval_rows(workdir)
   init = [r for r in metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
           if "init/error_after" in r]
@@ -77,9 +87,6 @@ def train_student(name, args):
 
 
 def plot(curves, teacher_ppl, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(8, 5))
   for (name, _), curve in zip(METHODS, curves):
     steps = [r["step"] for r in curve]
@@ -96,14 +103,10 @@ def plot(curves, teacher_ppl, path):
 
 def main(argv):
   del argv
-  from benchmarks import common
-  from effcomp.quant.ptq import evaluate, run
-  from effcomp.models.lm.llama import num_params
-  from effcomp.quant import binary_pack
   t_start = time.time()
   common.trained_lm_tiny(FLAGS.lm_workdir, FLAGS.tokenizer)
   teacher_seconds = time.time() - t_start
-  teacher = run.load_lm(FLAGS.lm_workdir, num_samples=1)
+  teacher = quantize.lm_source(runs.open(FLAGS.lm_workdir), num_samples=1)
   teacher_ppl = evaluate.perplexity(teacher.model, teacher.params, teacher.eval_rows,
                                     teacher.tokenizer.pad_id)
   binarized = binary_pack.nbytes(binary_pack.pack_model(

@@ -27,6 +27,11 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.common import write_results  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.quant import pack  # noqa: E402
+
 flags.DEFINE_enum("part", "all", ["all", "accuracy", "ablation", "packed"], "What to measure.")
 flags.DEFINE_integer("seeds", 3, "Seeds per (model, method).")
 flags.DEFINE_integer("steps", 400, "Training steps per run.")
@@ -40,15 +45,13 @@ NAMES = {"none": "FP (32/32)", "bnn": "BNN", "xnor": "XNOR-Net", "bireal": "Bi-R
 
 def _runs(arg: str, raw: list, **labels):
   """Trains `configs/bnn_digits.py:<arg>` for every seed; returns a row of mean ± std."""
-  from effcomp import config as config_lib
-  from effcomp.train import trainer
   accs, seconds = [], []
   for seed in range(FLAGS.seeds):
     config = config_lib.load(f"configs/bnn_digits.py:{arg},steps={FLAGS.steps},seed={seed}",
                              **{"train.progress_bar": False})
     with tempfile.TemporaryDirectory() as workdir:
       start = time.time()
-      summary = trainer.train_and_evaluate(config, workdir)
+      summary = runs.train(config, workdir)
       seconds.append(time.time() - start)
     accs.append(100 * summary["eval"]["accuracy"])
     raw.append({**labels, "arg": arg, "seed": seed, "accuracy": accs[-1], "seconds": seconds[-1]})
@@ -59,8 +62,6 @@ def _runs(arg: str, raw: list, **labels):
 
 
 def accuracy_part():
-  from benchmarks.common import write_results
-
   rows, raw = [], []
   for model in FLAGS.models:
     for method in FLAGS.methods:
@@ -95,7 +96,6 @@ ABLATIONS = (
 
 
 def ablation_part():
-  from benchmarks.common import write_results
   raw = []
   rows = [_runs(f"model=resnet20,{arg}", raw, variant=name) for name, arg in ABLATIONS]
   write_results("bnn_ablation", rows, ("variant", "top-1 % (mean)", "std", "seeds", "s/run"),
@@ -105,9 +105,6 @@ def ablation_part():
 
 
 def packed_part():
-  from benchmarks.common import write_results
-  from effcomp.quant import pack
-
   rows = []
   for batch, k, o in ((64, 1024, 1024), (256, 2048, 2048), (256, 4096, 4096)):
     r = pack.benchmark_dense(batch, k, o, repeats=10)

@@ -28,6 +28,11 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks import common  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.hw import fixed_point, report  # noqa: E402
+
 flags.DEFINE_list("afs", ["tanh", "selu", "sigmoid", "gelu", "silu"], "AFs to build circuits of.")
 flags.DEFINE_list("bits", ["4", "6", "8", "10"], "Input (= output) bit widths of the circuits.")
 flags.DEFINE_list("network_afs", ["tanh", "selu"], "AFs of the digits MLP.")
@@ -47,7 +52,6 @@ NETWORK_COLUMNS = ["af", "activation", "accuracy (float-trained)", "change",
 
 
 def circuit_rows():
-  from effcomp.hw import fixed_point, report
   rows = []
   for af in FLAGS.afs:
     for bits in map(int, FLAGS.bits):
@@ -63,18 +67,14 @@ def circuit_rows():
 
 def _train(activation: str, name: str) -> tuple:
   """(test accuracy, config, workdir) of the digits MLP trained from scratch with `activation`."""
-  from effcomp import config as config_lib
-  from effcomp.train import trainer
   workdir = os.path.join(FLAGS.runs_dir, name)
   shutil.rmtree(workdir, ignore_errors=True)
   config = config_lib.load(f"configs/demo.py:model=mlp,steps={FLAGS.steps}",
                            **{"model.activation": activation, "train.progress_bar": False})
-  return trainer.train_and_evaluate(config, workdir)["eval"]["accuracy"], config, workdir
+  return runs.train(config, workdir)["eval"]["accuracy"], config, workdir
 
 
 def network_rows():
-  from effcomp.hw import fixed_point
-  from effcomp.train import trainer
   rows = []
   for af in FLAGS.network_afs:
     float_acc, config, workdir = _train(af, f"mlp_{af}")
@@ -83,7 +83,7 @@ def network_rows():
       activation = f"circuit:{fixed_point.design(af, bits).name}"
       with config.unlocked():
         config.model.activation = activation
-      swapped = trainer.evaluate_checkpoint(config, workdir)["eval"]["accuracy"]
+      swapped = runs.evaluate(config, workdir)["eval"]["accuracy"]
       trained, _, _ = _train(activation, f"mlp_{af}_{bits}bit")
       rows.append({"af": af, "activation": activation, "accuracy (float-trained)": swapped,
                    "change": swapped - float_acc, "accuracy (circuit-trained)": trained,
@@ -94,7 +94,6 @@ def network_rows():
 
 def main(argv):
   del argv
-  from benchmarks import common
   start = time.time()
   circuits = circuit_rows() if FLAGS.part in ("all", "circuits") else []
   network = network_rows() if FLAGS.part in ("all", "network") else []

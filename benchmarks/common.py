@@ -14,11 +14,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
+
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
 from effcomp.train import run_info  # noqa: E402
 
 
 def machine() -> Dict[str, Any]:
-  import jax
   return {"host": platform.node(), "cpus": os.cpu_count(), "platform": jax.default_backend(),
           "devices": [d.device_kind for d in jax.devices()], "python": platform.python_version(),
           "jax": jax.__version__}
@@ -73,9 +76,7 @@ def trained_lm_tiny(workdir: str, tokenizer: str = "bpe") -> str:
   """The lm_tiny run in `workdir`, trained to its full budget by
   `configs/lm_tiny.py:tokenizer=<tokenizer>` (resumed if cut short; a no-op if finished):
   the model the LLM-compression benchmarks start from."""
-  from effcomp import config as config_lib
-  from effcomp.train import trainer
   config = config_lib.load(f"configs/lm_tiny.py:tokenizer={tokenizer}",
                            **{"train.progress_bar": False})
-  trainer.train_and_evaluate(config, workdir)
+  runs.train(config, workdir)
   return workdir

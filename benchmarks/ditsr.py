@@ -28,7 +28,22 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.data import sources  # noqa: E402
+from effcomp.diffusion import resshift  # noqa: E402
+from effcomp.metrics import flops  # noqa: E402
+from effcomp.metrics import image as image_metrics  # noqa: E402
+from effcomp.metrics import lpips as lpips_lib  # noqa: E402
+from effcomp.quant import pack  # noqa: E402
+from effcomp.tasks import diffusion_sr, sr  # noqa: E402
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_ditsr"),
                     "Where the runs train (each from scratch).")
@@ -50,22 +65,18 @@ LABELS = {"dit_sr": "DiT-SR (AdaFM)", "dit_sr_adaln": "DiT-SR (adaLN)",
 
 def train(model):
   """Trains one run from scratch; returns (workdir, seconds)."""
-  from effcomp import config as config_lib
-  from effcomp.train import trainer
   workdir = os.path.join(FLAGS.runs_dir, model)
   shutil.rmtree(workdir, ignore_errors=True)
   config = config_lib.load(
       f"configs/ditsr_photos.py:model={model},steps={FLAGS.steps},batch={FLAGS.batch},"
       f"patch={FLAGS.patch}", **{"train.progress_bar": False, "train.eval_every": FLAGS.steps})
   start = time.time()
-  trainer.train_and_evaluate(config, workdir)
+  runs.train(config, workdir)
   return workdir, time.time() - start
 
 
 def test_pairs():
   """The degraded centre crops of the test photos, as the task evaluates them."""
-  from effcomp.data import sources
-  from effcomp.tasks import diffusion_sr
   c = diffusion_sr.task_defaults()
   c.eval_patch = FLAGS.eval_patch
   source = sources.get_source("photos", "test")
@@ -74,8 +85,6 @@ def test_pairs():
 
 def scores(outputs, pairs, lpips):
   """Mean PSNR / SSIM (Y, 4-pixel border) and LPIPS of uint8 outputs against the HR."""
-  import numpy as np
-  from effcomp.metrics import image as image_metrics
   row = {"PSNR": float(np.mean([image_metrics.psnr(o, p["hr"], 4)
                                 for o, p in zip(outputs, pairs)])),
          "SSIM": float(np.mean([image_metrics.ssim(o, p["hr"], 4)
@@ -91,11 +100,6 @@ def test_loss(teacher, pairs):
   """The denoiser's x_0 error on the test crops: MSE (model space, [−1, 1]) of its x_0
   prediction from q_sample(x_0, y, t, ε), ε fixed per t, averaged over all timesteps —
   the training objective on held-out data, a lower-variance measure than one sample."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from effcomp.diffusion import resshift
-  from effcomp.tasks import diffusion_sr
   errors = []
   for p in pairs:
     x0, y = diffusion_sr.model_pair(jnp.asarray(p["hr"])[None], jnp.asarray(p["lr"])[None],
@@ -110,15 +114,6 @@ def test_loss(teacher, pairs):
 
 def main(argv):
   del argv
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from PIL import Image
-  from benchmarks import common
-  from effcomp.metrics import flops
-  from effcomp.metrics import lpips as lpips_lib
-  from effcomp.quant import pack
-  from effcomp.tasks import diffusion_sr, sr
   lpips = None
   if FLAGS.lpips_weights:
     lpips = lpips_lib.lpips_fn(lpips_lib.load_lpips_weights(FLAGS.lpips_weights,
@@ -129,7 +124,8 @@ def main(argv):
   teachers, outputs = [], {}
   for name in FLAGS.models:
     workdir, seconds = train(name)
-    teacher = diffusion_sr.load_teacher(workdir)
+    run = runs.open(workdir)
+    teacher = diffusion_sr.make_teacher(run.model, run.params, run.config)
     key = jax.random.key(0)
     outputs[name] = [teacher.upscale(p["lr"], key) for p in pairs]
     x = jnp.zeros((1, 256, 256, 3))

@@ -24,7 +24,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.models.lm import bert, hf, llama  # noqa: E402
+from effcomp.runs import sample as runs_sample  # noqa: E402
+from effcomp.train import metrics_writer  # noqa: E402
 
 flags.DEFINE_integer("steps", 500, "lm_tiny training steps (the config's budget).")
 flags.DEFINE_integer("repeats", 3, "Interleaved timing repeats of the embedding throughput.")
@@ -47,26 +56,21 @@ SENTENCES = [
 
 def pretrain(steps):
   """Trains lm_tiny in `--lm_workdir`; returns (rows, sample text, curves PNG path)."""
-  from effcomp import config as config_lib
-  from effcomp.models.lm import llama
-  from effcomp.tasks import lm
-  from effcomp.train import metrics_writer, trainer
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  from sample import sample_texts  # pylint: disable=g-import-not-at-top
   config = config_lib.load(f"configs/lm_tiny.py:steps={steps}",
                            **{"train.progress_bar": False, "checkpoint.async_save": True})
   workdir = FLAGS.lm_workdir
   shutil.rmtree(workdir, ignore_errors=True)
-  summary = trainer.train_and_evaluate(config, workdir)
+  summary = runs.train(config, workdir)
   history = metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-  model, params, tok = lm.restore(config, workdir)
-  sample = sample_texts(model, params, tok, [PROMPT], max_new_tokens=48, temperature=0.0,
-                        top_p=1.0, num_samples=1, seed=0)[0][0]
+  run = runs.open(workdir, config)
+  sample = runs_sample.texts(run, [PROMPT], max_new_tokens=48, temperature=0.0, top_p=1.0,
+                             num_samples=1, seed=0)[0][0]
   rates = [r["train/steps_per_second"] for r in history if "train/steps_per_second" in r][1:]
   tokens_per_step = config.train.batch_size * config.task.seq_len
   evals = [(r["step"], r["eval/perplexity"]) for r in history if "eval/perplexity" in r]
   rows = [
-      {"measurement": "lm_tiny parameters", "value": float(llama.num_params(params)), "goal": "5–20 M"},
+      {"measurement": "lm_tiny parameters", "value": float(llama.num_params(run.params)),
+       "goal": "5–20 M"},
       {"measurement": "lm_tiny training tokens/s (steady state)",
        "value": statistics.mean(rates) * tokens_per_step, "goal": ""},
       {"measurement": f"lm_tiny wall time for {steps} steps (s, incl. data, compile, eval)",
@@ -83,12 +87,10 @@ def pretrain(steps):
 
 def minilm_agreement(repeats):
   """effcomp's MiniLM embeddings vs sentence-transformers: agreement and throughput."""
-  import numpy as np
-  from effcomp.models.lm import bert
   encoder = bert.SentenceEncoder.from_folder()
   ours = encoder.embed(SENTENCES)
   try:
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # optional: the reference, test-only
   except ImportError:
     return [{"measurement": "MiniLM vs sentence-transformers", "value": "not measured",
              "goal": "sentence-transformers not installed"}]
@@ -115,14 +117,11 @@ def minilm_agreement(repeats):
 
 def hf_agreement():
   """max |Δ logit| of tiny random transformers checkpoints loaded by effcomp."""
-  import jax.numpy as jnp
-  import numpy as np
   try:
-    import torch
-    import transformers
+    import torch  # optional: writes and runs the reference checkpoints, a test-only dependency
+    import transformers  # optional: the reference models, a test-only dependency
   except ImportError:
     return [{"measurement": "HF import", "value": "not measured", "goal": "torch not installed"}]
-  from effcomp.models.lm import hf
   common = dict(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
   archs = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {"tie_word_embeddings": False}),
@@ -148,7 +147,6 @@ def hf_agreement():
 
 def main(argv):
   del argv
-  from benchmarks import common
   rows, sample, curves = pretrain(FLAGS.steps)
   rows += minilm_agreement(FLAGS.repeats)
   rows += hf_agreement()

@@ -19,7 +19,17 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from configs import ptq as ptq_config  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.data import packing, sources  # noqa: E402
+from effcomp.models.lm import bert  # noqa: E402
+from effcomp.quant import fake_quant  # noqa: E402
+from effcomp.quant.ptq import blocks, evaluate, quantize  # noqa: E402
+from effcomp.runs import quantize as runs_quantize  # noqa: E402
 
 flags.DEFINE_string("lm_workdir", os.path.join(ROOT, "workdirs", "bench_lm_tiny"),
                     "lm_tiny run to quantize (trained here first if it has no checkpoint).")
@@ -36,23 +46,20 @@ ABLATIONS = {"cbq w/o CFP": {"cfp": False}, "cbq w/o cross-block": {"cross_block
 
 
 def _options(method, **extra):
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
-  import ptq as ptq_config  # pylint: disable=g-import-not-at-top
   return {**ptq_config.OPTIONS[method], **extra}
 
 
 def lm_rows():
-  from benchmarks import common
-  from effcomp.quant.ptq import run
-  src = run.load_lm(common.trained_lm_tiny(FLAGS.lm_workdir), FLAGS.calib_samples)
-  _, _, fp = run.quantize_lm(src, "fp", "w16a16", {})
+  src = runs_quantize.lm_source(runs.open(common.trained_lm_tiny(FLAGS.lm_workdir)),
+                                FLAGS.calib_samples)
+  _, _, fp = runs_quantize.quantize_lm(src, "fp", "w16a16", {})
   rows = [{"model": "lm_tiny", "setting": "fp", "method": "fp", "perplexity": fp["perplexity"],
            "seconds": 0.0}]
   jobs = [(s, m, m, _options(m)) for s in SETTINGS for m in METHODS]
   jobs += [(s, name, "cbq", _options("cbq", **extra)) for s in ABLATION_SETTINGS
            for name, extra in ABLATIONS.items()]
   for setting, name, method, options in jobs:
-    _, _, r = run.quantize_lm(src, method, setting, options)
+    _, _, r = runs_quantize.quantize_lm(src, method, setting, options)
     rows.append({"model": "lm_tiny", "setting": setting, "method": name,
                  "perplexity": r["perplexity"], "seconds": r["seconds"]})
     print(rows[-1], flush=True)
@@ -60,11 +67,6 @@ def lm_rows():
 
 
 def minilm_rows():
-  import numpy as np
-  from effcomp.models.lm import bert
-  from effcomp.quant import fake_quant
-  from effcomp.quant.ptq import blocks, evaluate, quantize
-  from effcomp.data import packing, sources
   encoder = bert.SentenceEncoder.from_folder()
   bm = blocks.for_bert(encoder.model)
   # Calibration: unpadded 64-token windows of Python-docs text (CBQ needs equal masks).
@@ -94,7 +96,6 @@ def minilm_rows():
 
 def main(argv):
   del argv
-  from benchmarks import common
   rows = []
   if FLAGS.part in ("all", "lm"):
     rows += lm_rows()

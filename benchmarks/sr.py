@@ -21,6 +21,7 @@ Expected (DUKD, Zhang et al., Tables 1–3): DUKD > plain KD > no KD.
   python benchmarks/sr.py [--part=all|models|dukd] [--steps=1200] [--scales=2,4]
 """
 
+import math
 import os
 import shutil
 import sys
@@ -29,7 +30,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.data import sources  # noqa: E402
+from effcomp.metrics import flops  # noqa: E402
+from effcomp.models.sr import iptv2, lipt  # noqa: E402
+from effcomp.quant import pack  # noqa: E402
+from effcomp.tasks import sr  # noqa: E402
 
 flags.DEFINE_enum("part", "all", ["all", "models", "dukd"], "What to measure.")
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_sr"),
@@ -50,8 +62,6 @@ TEACHER = {"model.n_resblocks": 8, "model.n_feats": 48}  # ~2.8× the student's 
 
 def train(model, scale, name, **overrides):
   """Trains one run from scratch; returns (workdir, config, seconds)."""
-  from effcomp import config as config_lib
-  from effcomp.train import trainer
   workdir = os.path.join(FLAGS.runs_dir, name)
   shutil.rmtree(workdir, ignore_errors=True)
   args = overrides.pop("args", "")
@@ -60,13 +70,12 @@ def train(model, scale, name, **overrides):
       f"batch={FLAGS.batch},patch={LR_PATCH * scale}{args}",
       **{"train.progress_bar": False, **overrides})
   start = time.time()
-  trainer.train_and_evaluate(config, workdir)
+  runs.train(config, workdir)
   return workdir, config, time.time() - start
 
 
 def inference_form(model, variables):
   """(model, variables) with re-parameterized blocks folded (IPT-V2 FFN, LIPT HRM)."""
-  from effcomp.models.sr import iptv2, lipt
   if isinstance(model, iptv2.IPTV2) and model.ffn == "rep":
     return model.clone(ffn="dwconv"), {"params": iptv2.reparameterize(variables["params"])}
   if isinstance(model, lipt.LIPT) and not model.fused:
@@ -76,19 +85,14 @@ def inference_form(model, variables):
 
 
 def test_images():
-  from effcomp.data import sources
   source = sources.get_source("photos", "test")
   return [source[i]["image"] for i in range(len(source))]
 
 
 def measure(workdir, config, images):
   """Row fields of one trained run: PSNR/SSIM of both forms, params, GMACs, the model."""
-  import math
-  import jax
-  import jax.numpy as jnp
-  from effcomp.metrics import flops
-  from effcomp.tasks import sr
-  model, variables = sr.restore(config, workdir)
+  run = runs.open(workdir, config)
+  model, variables = run.model, run.variables
   scale = model.scale
   trained = sr.evaluate_images(lambda lr: sr.upscale(model, variables, lr), images, scale)
   model, variables = inference_form(model, variables)
@@ -103,16 +107,12 @@ def measure(workdir, config, images):
 
 def latencies(models):
   """Median seconds of one LATENCY_LR² LR image through each jitted (model, variables)."""
-  import jax
-  import jax.numpy as jnp
-  from effcomp.quant import pack
   x = jnp.asarray(jax.random.uniform(jax.random.key(0), (1, LATENCY_LR, LATENCY_LR, 3)))
   fns = [(jax.jit(m.apply), (v, x)) for m, v in models]
   return pack.median_times(fns, repeats=10)
 
 
 def part_models(images, common):
-  from effcomp.tasks import sr
   rows = []
   for scale in map(int, FLAGS.scales):
     bicubic = sr.evaluate_images(lambda lr, s=scale: sr.bicubic_upscale(lr, s), images, scale)
@@ -175,7 +175,6 @@ def part_dukd(images, common):
 
 def main(argv):
   del argv
-  from benchmarks import common
   images = test_images()
   if FLAGS.part in ("all", "models"):
     part_models(images, common)

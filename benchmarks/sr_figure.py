@@ -14,7 +14,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from effcomp import runs  # noqa: E402
+from effcomp.data import imresize, sources  # noqa: E402
+from effcomp.metrics import image as image_metrics  # noqa: E402
+from effcomp.tasks import sr  # noqa: E402
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_sr"),
                     "Where benchmarks/sr.py trained its runs.")
@@ -28,8 +35,6 @@ OUTPUT = os.path.join("docs", "results", "sr_before_after.png")
 
 def label(image, text):
   """The uint8 image with a 14-pixel white caption strip above it."""
-  import numpy as np
-  from PIL import Image, ImageDraw
   strip = Image.new("RGB", (image.shape[1], 14), "white")
   ImageDraw.Draw(strip).text((2, 1), text, fill="black")
   return np.concatenate([np.asarray(strip), image])
@@ -37,14 +42,9 @@ def label(image, text):
 
 def main(argv):
   del argv
-  import numpy as np
-  from PIL import Image
-  from effcomp.data import imresize, sources
-  from effcomp.metrics import image as image_metrics
-  from effcomp.tasks import sr
   s, size = FLAGS.scale, FLAGS.crop
-  runs = {name: sr.restore(None, os.path.join(FLAGS.runs_dir, f"{name}_x{s}"))
-          for name in FLAGS.models}
+  opened = {name: runs.open(os.path.join(FLAGS.runs_dir, f"{name}_x{s}"))
+            for name in FLAGS.models}
   source = sources.get_source("photos", "test")
   rows = []
   for i in range(len(source)):
@@ -53,8 +53,8 @@ def main(argv):
     hr = image[top:top + size, left:left + size]
     lr = imresize.bicubic_degrade(hr, s)
     panels = [("bicubic", sr.bicubic_upscale(lr, s))]
-    panels += [(name, sr.upscale(model, variables, lr)) for name, (model, variables) in
-               runs.items()]
+    panels += [(name, sr.upscale(run.model, run.variables, lr)) for name, run in
+               opened.items()]
     row = [label(out, f"{name} {image_metrics.psnr(out, hr, s):.2f} dB") for name, out in panels]
     rows.append(np.concatenate(row + [label(hr, "HR")], axis=1))
   Image.fromarray(np.concatenate(rows)).save(os.path.join(ROOT, OUTPUT))

@@ -21,7 +21,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
+import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from benchmarks.common import write_results  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import models, runs  # noqa: E402
+from effcomp.data import pipeline, sources  # noqa: E402
+from effcomp.tasks import classification  # noqa: E402
+from effcomp.train import metrics_writer, sharding  # noqa: E402
 
 flags.DEFINE_integer("repeats", 3, "Interleaved repeats of each loop.")
 flags.DEFINE_integer("steps", 150, "Steps per timed run.")
@@ -33,7 +42,6 @@ BATCH = 256
 
 
 def _config(steps):
-  from effcomp import config as config_lib
   return config_lib.load(f"configs/demo.py:steps={steps}", **{
       "model.widths": MODEL["widths"], "model.convs_per_stage": MODEL["convs_per_stage"],
       "train.batch_size": BATCH, "train.progress_bar": False, "train.log_every": 25,
@@ -42,9 +50,8 @@ def _config(steps):
 
 def trainer_steps_per_second(steps):
   """Steady-state steps/s of `train_and_evaluate` from its own interval timings."""
-  from effcomp.train import metrics_writer, trainer
   with tempfile.TemporaryDirectory() as workdir:
-    trainer.train_and_evaluate(_config(steps), workdir)
+    runs.train(_config(steps), workdir)
     rows = metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   rates = [r["train/steps_per_second"] for r in rows if "train/steps_per_second" in r]
   return statistics.mean(rates[1:])  # the first interval includes compilation
@@ -52,13 +59,6 @@ def trainer_steps_per_second(steps):
 
 def hand_written_steps_per_second(steps):
   """The same model/optimizer/batch in the plainest loop: jit(step), fixed batch."""
-  import jax
-  import numpy as np
-  import optax
-  from effcomp import models
-  from effcomp.data import pipeline, sources
-  from effcomp.tasks import classification
-
   config = _config(steps)
   model = models.build("cnn", num_classes=10, **MODEL)
   task = classification.build(config, model, None, None)
@@ -92,17 +92,15 @@ def hand_written_steps_per_second(steps):
 
 def per_device_memory():
   """(fsdp=8 bytes, fsdp=1 bytes, total bytes) of params + optimizer state on device 0."""
-  from effcomp.train import sharding, state as state_lib, trainer
   out = {}
   for name, mesh in (("fsdp8", {"data": 1, "fsdp": 8, "tensor": 1}),
                      ("fsdp1", {"data": 8, "fsdp": 1, "tensor": 1})):
     config = _config(10)
     config.unlock()
     config.mesh.update(mesh)
-    exp = trainer.setup(config)
+    exp = runs.setup(config)
     tree = (exp.state.params, exp.state.opt_state)
     out[name] = sharding.per_device_bytes(tree)
-    import jax
     out["total"] = sum(x.nbytes for x in jax.tree.leaves(tree))
   return out
 
@@ -112,8 +110,6 @@ def main(argv):
   if FLAGS.memory_only:
     print(per_device_memory())
     return
-  from benchmarks.common import write_results
-
   trainer_rates, hand_rates = [], []
   for _ in range(FLAGS.repeats):
     trainer_rates.append(trainer_steps_per_second(FLAGS.steps))

@@ -31,7 +31,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.data import sources  # noqa: E402
+from effcomp.metrics import fid, flops, proxy  # noqa: E402
+from effcomp.models.dit import udit  # noqa: E402
+from effcomp.tasks import diffusion  # noqa: E402
+from effcomp.train import metrics_writer  # noqa: E402
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_udit"),
                     "Where the classifier and the diffusion models train (from scratch).")
@@ -57,8 +70,6 @@ def _slug(name):
 
 def digits(split):
   """uint8 images [N, 8, 8, 1] and labels [N] of the digits `split`."""
-  import numpy as np
-  from effcomp.data import sources
   source = sources.get_source("digits", split)
   examples = [source[i] for i in range(len(source))]
   return (np.stack([e["image"] for e in examples]),
@@ -67,22 +78,18 @@ def digits(split):
 
 def train_classifier():
   """The proxy's classifier: (test accuracy, features_fn, logits_fn)."""
-  from effcomp import config as config_lib
-  from effcomp.metrics import proxy
-  from effcomp.tasks import classification
-  from effcomp.train import trainer
   config = config_lib.load(f"configs/demo.py:model=cnn,steps={FLAGS.classifier_steps}",
                            **{"task.resize": RESIZE, "train.progress_bar": False})
   workdir = os.path.join(FLAGS.runs_dir, "classifier")
   shutil.rmtree(workdir, ignore_errors=True)
-  summary = trainer.train_and_evaluate(config, workdir)
-  model, variables = classification.restore(config, workdir)
+  summary = runs.train(config, workdir)
+  run = runs.open(workdir, config)
+  model, variables = run.model, run.variables
   return (summary["eval"]["accuracy"], proxy.proxy_features_fn(model, variables, RESIZE),
           proxy.proxy_logits_fn(model, variables, RESIZE))
 
 
 def scores(images, labels, real_stats, features_fn, logits_fn):
-  from effcomp.metrics import fid, proxy
   return {"proxy-FID": fid.frechet_distance(*fid.feature_statistics(features_fn(images)),
                                             *real_stats),
           "class accuracy": proxy.class_accuracy(logits_fn, images, labels)}
@@ -90,23 +97,16 @@ def scores(images, labels, real_stats, features_fn, logits_fn):
 
 def train_and_sample(name):
   """Trains one model from scratch and samples it: (row fields, samples, labels)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from effcomp import config as config_lib
-  from effcomp.metrics import flops
-  from effcomp.models.dit import udit
-  from effcomp.tasks import diffusion
-  from effcomp.train import metrics_writer, trainer
   workdir = os.path.join(FLAGS.runs_dir, _slug(name))
   shutil.rmtree(workdir, ignore_errors=True)
   config = config_lib.load(f"configs/diffusion_digits.py:model={name},steps={FLAGS.steps}",
                            **{"train.progress_bar": False, "train.eval_every": 0})
-  summary = trainer.train_and_evaluate(config, workdir)
+  summary = runs.train(config, workdir)
   rates = [r["train/steps_per_second"] for r in
            metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
            if "train/steps_per_second" in r][1:]  # the first window includes compilation
-  model, params, _, _ = diffusion.restore(config, workdir)
+  run = runs.open(workdir, config)
+  model, params = run.model, run.params
   macs = flops.analytic_macs(model)
   row = {"model": name, "params (M)": flops.count_params(model) / 1e6,
          "GFLOPs": macs.total / 1e9,
@@ -134,9 +134,6 @@ def train_and_sample(name):
 
 
 def save_grid(samples, labels, path, per_class=10):
-  import numpy as np
-  from PIL import Image
-  from effcomp.tasks import diffusion
   picked = np.concatenate([samples[labels == c][:per_class] for c in np.unique(labels)])
   grid = diffusion.image_grid(picked, rows=len(np.unique(labels)))[..., 0]
   image = Image.fromarray(grid)
@@ -145,8 +142,6 @@ def save_grid(samples, labels, path, per_class=10):
 
 def main(argv):
   del argv
-  from benchmarks import common
-  from effcomp.metrics import fid, proxy
   t_start = time.time()
   accuracy, features_fn, logits_fn = train_classifier()
   train_images, _ = digits("train")

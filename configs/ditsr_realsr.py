@@ -30,7 +30,11 @@ In the paper's latent space (64² latents) each call costs about 1/16 of this (�
 chip-days for DiT-SR), plus the VQ encoder; sampling one 256² output is 15 calls.
 """
 
+import jax.numpy as jnp
+
 from effcomp import config as config_lib
+from effcomp import runs
+from effcomp.metrics import flops
 from effcomp.tasks import diffusion_sr
 
 MODELS = {"dit_sr": {"name": "dit_sr"},
@@ -70,12 +74,9 @@ def get_config(arg=None):
 
 def cost(model: str) -> dict:
   """Multiply-adds of one denoiser call at 256² and the recipe's training FLOPs."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from effcomp.metrics import flops  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
   config = get_config(f"model={model}")
   x = jnp.zeros((1, 256, 256, 3))
-  c = flops.recipe_cost(trainer.build_model(config.model, "float32"),
+  c = flops.recipe_cost(runs.build_model(config.model, "float32"),
                         [x, jnp.zeros((1,), jnp.int32), x], config.train.batch_size,
                         config.train.steps)
   return {"model": model, "GMACs / call (256²)": c["macs"] / 1e9,

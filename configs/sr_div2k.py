@@ -29,7 +29,11 @@ hours at a sustained 20 TFLOP/s, about an A100 in float32):
 plus the host's bicubic LR per patch (8 data workers) and the evaluation.
 """
 
+import jax.numpy as jnp
+
 from effcomp import config as config_lib
+from effcomp import runs
+from effcomp.metrics import flops
 from effcomp.tasks import sr
 
 RECIPES = {  # name: (model fields, LR patch side, batch, lr, steps, milestones)
@@ -73,12 +77,9 @@ def get_config(arg=None):
 
 def cost(model: str, scale: int = 2) -> dict:
   """Multiply-adds of one training patch (forward) and the recipe's training FLOPs."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from effcomp.metrics import flops  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
   config = get_config(f"model={model},scale={scale}")
   side = config.task.patch_size // scale
-  c = flops.recipe_cost(trainer.build_model(config.model, "float32"),
+  c = flops.recipe_cost(runs.build_model(config.model, "float32"),
                         [jnp.zeros((1, side, side, 3))], config.train.batch_size,
                         config.train.steps)
   return {"model": model, "GMACs / patch": c["macs"] / 1e9, "training FLOP": c["training_flop"]}

@@ -16,8 +16,12 @@ import json
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from effcomp import runs
+from effcomp.train import checkpoint, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -32,7 +36,6 @@ USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
 
 
 def _initialize_distributed() -> None:
-  import jax
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif os.environ.get("EFFCOMP_DISTRIBUTED") == "1":
@@ -58,17 +61,16 @@ def fail(kind: str, error: BaseException, code: int):
 
 
 def run(body, config_required: bool = True) -> None:
-  """Checks --config/--workdir, starts jax.distributed if asked, and runs `body(trainer)`,
+  """Checks --config/--workdir, starts jax.distributed if asked, and runs `body()`,
   turning user errors into one line and an exit status (2, or 3 for a non-finite loss).
   `config_required=False`: programs that fall back to the config the run recorded."""
-  from effcomp.train import checkpoint, trainer
   if FLAGS.config is None and config_required:
     fail("error", ValueError("--config is required, e.g. --config=configs/demo.py"), 2)
   if not FLAGS.workdir:
     fail("error", ValueError("--workdir is required"), 2)
   _initialize_distributed()
   try:
-    body(trainer)
+    body()
   except trainer.NonFiniteLossError as e:
     fail("stopped", e, 3)
   except checkpoint.CorruptCheckpointError as e:
@@ -80,7 +82,6 @@ def run(body, config_required: bool = True) -> None:
 
 
 def _print_train_summary(summary) -> None:
-  import jax
   if jax.process_index() != 0:
     return
   metric = summary["summary_metric"]
@@ -103,14 +104,13 @@ def _print_train_summary(summary) -> None:
 def _train(argv) -> None:
   if len(argv) > 1:
     fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  run(lambda trainer: _print_train_summary(trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)))
+  run(lambda: _print_train_summary(runs.train(FLAGS.config, FLAGS.workdir)))
 
 
 def _evaluate(argv) -> None:
   if len(argv) > 1:
     fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  run(lambda trainer: print(json.dumps(
-      trainer.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step), indent=2)))
+  run(lambda: print(json.dumps(runs.evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step), indent=2)))
 
 
 def parse_flags(argv):

@@ -6,9 +6,13 @@ reject unknown keys, and `ConfigDict` rejects values of the wrong type, so a typ
 `--config.optimizer.lrr=1e-3` fails at once instead of being silently ignored.
 """
 
+import importlib.util
+import json
+import os
 from typing import Any, Dict
 
 import ml_collections
+from etils import epath
 from ml_collections import config_dict
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -176,8 +180,6 @@ def load(spec: str, **overrides: Any) -> ml_collections.ConfigDict:
   `load("configs/demo.py:model=mlp", **{"train.steps": 10})` is the notebook/test
   equivalent of `--config=configs/demo.py:model=mlp --config.train.steps=10`.
   """
-  import importlib.util
-  import os
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config file {path!r} does not exist")
@@ -199,8 +201,6 @@ def load(spec: str, **overrides: Any) -> ml_collections.ConfigDict:
 
 def from_workdir(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run recorded in `workdir/config.json`, locked."""
-  import json
-  from etils import epath
   path = epath.Path(workdir) / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"workdir={workdir!r}: no config.json (not the workdir of an effcomp run)")

@@ -4,10 +4,12 @@ Each returns an unlocked `ConfigDict` that a config file finishes and locks.
 """
 
 import ml_collections
+from etils import epath
 
 from effcomp import config as config_lib
-from effcomp.quant import binary
-from effcomp.tasks import classification
+from effcomp.quant import binary, progressive
+from effcomp.tasks import classification, lm
+from effcomp.tasks import diffusion as diffusion_task
 
 # Language-model architectures several configs share (configs/lm_*.py, configs/binaryllm_*.py).
 LM_TINY = {"vocab_size": 4096, "num_layers": 4, "embed_dim": 256, "num_heads": 4,
@@ -79,7 +81,6 @@ def lm_pretraining(model: dict, *, steps: int, batch_size: int, seq_len: int, lr
                    data_name: str = "python_docs") -> ml_collections.ConfigDict:
   """LLaMA-style pretraining: AdamW (β = 0.9, 0.95, weight decay 0.1), 5% linear warmup,
   cosine to 10% of `lr`, gradient clipping at 1.0 (Touvron et al. 2023, §2.2)."""
-  from effcomp.tasks import lm  # pylint: disable=g-import-not-at-top
   config = config_lib.base_config()
   config.model = {"name": "llama", **model}
   config.task = lm.task_defaults()
@@ -117,8 +118,6 @@ def binary_lm_qat(model: dict, *, teacher_workdir: str, method: str, dual_scalin
   distance to a sign flip), 5% warmup, cosine to 10%, clipping at 1.0. The teacher's
   tokenizer is used.
   """
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  from effcomp.quant import progressive  # pylint: disable=g-import-not-at-top
   if method not in progressive.METHODS[1:]:
     raise ValueError(f"config argument method={method!r}: expected one of {progressive.METHODS[1:]}")
   if not teacher_workdir:
@@ -144,7 +143,6 @@ def diffusion(model: dict, *, data_name: str, steps: int, batch_size: int, lr: f
   linear 1000-step schedule, AdamW at a constant `lr` without weight decay, EMA of the
   weights (evaluated and sampled), label dropout 0.1 in the model (Peebles & Xie 2023,
   §4 "Training")."""
-  from effcomp.tasks import diffusion as diffusion_task  # pylint: disable=g-import-not-at-top
   config = config_lib.base_config()
   config.model = model
   config.task = diffusion_task.task_defaults()

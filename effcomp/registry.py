@@ -41,4 +41,9 @@ class Registry(Generic[T]):
 
 
 MODELS: Registry = Registry("model")
+# Task name → `build(config, model, train_source, eval_source, teacher_model=None) -> Task`.
 TASKS: Registry = Registry("task")
+# Task name → `example_inputs(config, model) -> tuple`: arguments of `model.init` with the
+# shapes of the task's model inputs (zeros), so a run's variables are restored by shape
+# without building the task (`effcomp.runs.open`).
+MODEL_INPUTS: Registry = Registry("task's model inputs")

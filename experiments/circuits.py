@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (one-line errors)
+from effcomp.hw import fixed_point, report  # noqa: E402
 
 flags.DEFINE_string("design", None, "A design name, e.g. tanh_i3f5_o1f7 (overrides --af and "
                     "the format flags).")
@@ -45,7 +46,6 @@ FLAGS = flags.FLAGS
 
 
 def _design():
-  from effcomp.hw import fixed_point
   if FLAGS.design:
     return fixed_point.parse(FLAGS.design)
   out_signed = None if FLAGS.out_signed == "default" else FLAGS.out_signed == "true"
@@ -60,7 +60,6 @@ def _main(argv) -> None:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
   if not FLAGS.out:
     cli.fail("error", ValueError("--out is required: the folder for the Verilog and reports"), 2)
-  from effcomp.hw import report
   try:
     row = report.build(_design(), FLAGS.out, seg_bits=FLAGS.pwl_seg_bits,
                        simulate=FLAGS.simulate, synthesize=FLAGS.synthesize)

@@ -15,6 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
+from effcomp import config as config_lib  # noqa: E402
+from effcomp import runs  # noqa: E402
+from effcomp.runs import export  # noqa: E402
+
 flags.DEFINE_string("workdir", "workdirs/demo", "Where both runs and the packed model go.")
 flags.DEFINE_integer("steps", 400, "Training steps of each network.")
 FLAGS = flags.FLAGS
@@ -22,20 +26,16 @@ FLAGS = flags.FLAGS
 
 def main(argv) -> None:
   del argv
-  from effcomp import config as config_lib
-  from effcomp.quant import export_run
-  from effcomp.train import trainer
-
   start = time.time()
   results = {}
   for method in ("none", "adabin"):
     config = config_lib.load(
         f"configs/bnn_digits.py:model=vgg_small,method={method},steps={FLAGS.steps}")
     print(f"== training VGG-small, {'full precision' if method == 'none' else 'AdaBin 1-bit'}")
-    results[method] = trainer.train_and_evaluate(config, os.path.join(FLAGS.workdir, method))
+    results[method] = runs.train(config, os.path.join(FLAGS.workdir, method))
   adabin_dir = os.path.join(FLAGS.workdir, "adabin")
   print("== exporting the AdaBin network to packed bits")
-  packed = export_run.export_and_check(config, adabin_dir, os.path.join(adabin_dir, "packed"))
+  packed = export.export_and_check(config, adabin_dir, os.path.join(adabin_dir, "packed"))
 
   fp, ab = results["none"], results["adabin"]
   print("\n".join([
@@ -43,7 +43,7 @@ def main(argv) -> None:
       "effcomp demo summary (digits test set, 360 images)",
       f"  full-precision VGG-small   accuracy {fp['eval']['accuracy']:.4f}",
       f"  AdaBin 1-bit VGG-small     accuracy {ab['eval']['accuracy']:.4f}",
-      export_run.format_summary(packed).strip().replace("effcomp export summary", "  packed export:"),
+      export.format_summary(packed).strip().replace("effcomp export summary", "  packed export:"),
       f"  total time                 {time.time() - start:.0f} s",
       f"  workdirs                   {os.path.abspath(FLAGS.workdir)}/{{none,adabin}} "
       "(checkpoints, tensorboard, curves.png)",

@@ -7,7 +7,8 @@
 Every task: the config's eval metrics at the newest (or `--step`) checkpoint, as JSON.
 Super-resolution runs with `--test_sets`: PSNR and SSIM (Y channel, `scale` border
 pixels cropped, BasicSR's conventions) of whole images of each named dataset's test split
-(`effcomp.tasks.sr.evaluate_sets`), per set and per image, as JSON.
+(`effcomp.tasks.sr.evaluate_sets`), per set and per image, as JSON; diffusion SR runs
+sample each image by their whole chain.
 """
 
 import json
@@ -19,6 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (defines --config, --workdir, --step)
+from effcomp import runs  # noqa: E402
+from effcomp.runs import upscale  # noqa: E402
+from effcomp.tasks import sr  # noqa: E402
 
 flags.DEFINE_list("test_sets", None, "SR runs: datasets to test on whole images, e.g. "
                   "photos,set5,set14,b100,urban100,manga109,div2k.")
@@ -30,16 +34,17 @@ def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
 
-  def body(trainer):
+  def body():
     if FLAGS.test_sets:
-      if FLAGS.config.task.name != "sr":
-        raise ValueError(f"--test_sets: for super-resolution runs, not {FLAGS.config.task.name!r}")
-      from effcomp.tasks import sr
+      if FLAGS.config.task.name not in upscale.TASKS:
+        raise ValueError(f"--test_sets: for super-resolution runs {upscale.TASKS}, not "
+                         f"{FLAGS.config.task.name!r}")
       d = FLAGS.config.data
-      out = sr.evaluate_sets(FLAGS.config, FLAGS.workdir, FLAGS.test_sets, data_dir=d.data_dir,
-                             manual_dir=d.manual_dir, tile=FLAGS.tile)
+      upscale_fn, scale = upscale.upscaler(runs.open(FLAGS.workdir, FLAGS.config), tile=FLAGS.tile)
+      out = sr.evaluate_sets(upscale_fn, scale, FLAGS.test_sets, data_dir=d.data_dir,
+                             manual_dir=d.manual_dir)
     else:
-      out = trainer.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+      out = runs.evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step)
     print(json.dumps(out, indent=2))
   cli.run(body)
 

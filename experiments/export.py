@@ -6,13 +6,13 @@
 
 A language model (`config.task.name == 'lm'` with a `binarizer`) is packed by
 `effcomp.quant.binary_pack` and its validation perplexity compared before and after
-(`export_run.export_binary_lm_and_check`). For classification runs:
+(`effcomp.runs.export.export_binary_lm_and_check`). For classification runs:
 
 Restores the newest params and BatchNorm statistics of the run in `--workdir`, packs every
 binary layer, saves the packed model to `--output` (default `<workdir>/packed`), evaluates
 packed and float models on the config's eval split and prints one summary: both
 accuracies, the fraction of examples whose packed argmax equals the float one, the largest
-logit difference, sizes, and packed-vs-float forward time (`effcomp.quant.export_run`).
+logit difference, sizes, and packed-vs-float forward time (`effcomp.runs.export`).
 """
 
 import os
@@ -23,22 +23,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (defines --config and --workdir)
+from effcomp.runs import export  # noqa: E402
 
 flags.DEFINE_string("output", None, "Directory for the packed model (default: <workdir>/packed).")
 FLAGS = flags.FLAGS
 
 
 def _main(argv) -> None:
-  from effcomp.quant import export_run
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
   output = FLAGS.output or os.path.join(FLAGS.workdir or "", "packed")
   if FLAGS.config.task.name == "lm":
-    cli.run(lambda _: print(export_run.format_lm_summary(
-        export_run.export_binary_lm_and_check(FLAGS.workdir, output))))
+    cli.run(lambda: print(export.format_lm_summary(
+        export.export_binary_lm_and_check(FLAGS.workdir, output))))
   else:
-    cli.run(lambda _: print(export_run.format_summary(
-        export_run.export_and_check(FLAGS.config, FLAGS.workdir, output))))
+    cli.run(lambda: print(export.format_summary(
+        export.export_and_check(FLAGS.config, FLAGS.workdir, output))))
 
 
 if __name__ == "__main__":

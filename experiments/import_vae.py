@@ -8,7 +8,7 @@ Reads `config.json` and `diffusion_pytorch_model[.<variant>].safetensors` from
 `--diffusers` (what diffusers' `save_pretrained` writes, e.g. stabilityai/sd-vae-ft-ema
 downloaded beforehand: nothing is fetched here) and writes `--workdir` as a finished
 `autoencoder` run: its `config.json` (the model as an `autoencoder_kl` config) and a step-0
-checkpoint of the params (`effcomp.models.vae.diffusers_weights.import_run`). Any diffusion
+checkpoint of the params (`effcomp.runs.convert.import_diffusers_vae`). Any diffusion
 config then uses it with `config.teacher.workdir`. An existing checkpoint in `--workdir`
 is an error, never overwritten.
 """
@@ -19,6 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
+
+from effcomp.runs import convert  # noqa: E402
 
 flags.DEFINE_string("diffusers", None, "Folder of a diffusers AutoencoderKL (config.json + "
                     "safetensors weights).", required=True)
@@ -31,8 +33,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  from effcomp.models.vae import diffusers_weights
-  model = diffusers_weights.import_run(FLAGS.diffusers, FLAGS.workdir, variant=FLAGS.variant)
+  model = convert.import_diffusers_vae(FLAGS.diffusers, FLAGS.workdir, variant=FLAGS.variant)
   print(f"{FLAGS.workdir}: autoencoder_kl with latents of {model.latent_channels} channels, "
         f"downsampling ×{model.downsampling_factor}, scaling factor {model.scaling_factor}")
 

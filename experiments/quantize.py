@@ -16,15 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, logging  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (defines --config and --workdir)
+from effcomp.runs import quantize  # noqa: E402
 
 
 def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
 
-  def body(_):
-    from effcomp.quant.ptq import run
-    r = run.run(cli.FLAGS.config, cli.FLAGS.workdir)
+  def body():
+    r = quantize.quantize_run(cli.FLAGS.config, cli.FLAGS.workdir)
     print(f"{r['method']} {r['setting']}: validation perplexity {r['perplexity']:.3f} "
           f"(full precision {r['fp_perplexity']:.3f}); {r['seconds']:.1f} s; "
           f"{r.get('bytes', 0) / 2**20:.2f} MiB packed; {cli.FLAGS.workdir}/ptq.json")

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (defines --config and --workdir)
+from effcomp import runs  # noqa: E402
+from effcomp.runs import sample  # noqa: E402
 
 flags.DEFINE_multi_string("prompt", ["The "], "Prompt text (repeat the flag for several).")
 flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate per sample.")
@@ -36,59 +38,19 @@ flags.DEFINE_string("output", None, "Diffusion: PNG path (default <workdir>/samp
 FLAGS = flags.FLAGS
 
 
-def sample_texts(model, params, tok, prompts, *, max_new_tokens: int, temperature: float,
-                 top_p: float, num_samples: int, seed: int) -> list[list[str]]:
-  """For each prompt, `num_samples` continuations (the generated text only)."""
-  import jax
-  import jax.numpy as jnp
-  from effcomp.models.lm import generate
-  if max_new_tokens < 1 or num_samples < 1:
-    raise ValueError(f"--max_new_tokens={max_new_tokens}, --num_samples={num_samples}: "
-                     "expected ≥ 1")
-  out = []
-  for i, prompt in enumerate(prompts):
-    ids = [tok.bos_id] + tok.encode(prompt)
-    batch = jnp.tile(jnp.asarray(ids, jnp.int32)[None], (num_samples, 1))
-    tokens = generate.generate(model, params, batch, max_new_tokens=max_new_tokens,
-                               rng=jax.random.key(seed + i), temperature=temperature,
-                               top_p=top_p, eos_id=tok.eos_id, pad_id=tok.pad_id)
-    out.append([tok.decode([int(t) for t in row[len(ids):]]) for row in tokens])
-  return out
-
-
-def sample_grid(config, workdir: str, *, num_samples: int, guidance_scale: float, sampler: str,
-                steps: str, seed: int, output: str) -> str:
-  """Writes a class × sample grid of the diffusion run in `workdir` to `output`."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from PIL import Image
-  from effcomp.tasks import diffusion
-  model, params, autoencoder, ae_variables = diffusion.restore(config, workdir)
-  labels = jnp.repeat(jnp.arange(model.num_classes), num_samples)
-  images = diffusion.sample_images(
-      model, params, labels, jax.random.key(seed), config=config, sampler=sampler,
-      steps=int(steps) if steps.isdigit() else steps, guidance_scale=guidance_scale,
-      autoencoder=autoencoder, autoencoder_variables=ae_variables)
-  grid = diffusion.image_grid(np.asarray(images), rows=model.num_classes)
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(output)
-  return output
-
-
 def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
 
-  def body(_):
-    if FLAGS.config.task.name == "diffusion":
+  def body():
+    run = runs.open(FLAGS.workdir, FLAGS.config)
+    if run.task == "diffusion":
       output = FLAGS.output or os.path.join(FLAGS.workdir, "samples.png")
-      print(sample_grid(FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,
-                        guidance_scale=FLAGS.guidance_scale, sampler=FLAGS.sampler,
-                        steps=FLAGS.steps, seed=FLAGS.seed, output=output))
+      print(sample.class_grid(run, output, num_samples=FLAGS.num_samples,
+                              guidance_scale=FLAGS.guidance_scale, sampler=FLAGS.sampler,
+                              steps=FLAGS.steps, seed=FLAGS.seed))
       return
-    from effcomp.tasks import lm
-    model, params, tok = lm.restore(FLAGS.config, FLAGS.workdir)
-    texts = sample_texts(model, params, tok, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
+    texts = sample.texts(run, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
                          temperature=FLAGS.temperature, top_p=FLAGS.top_p,
                          num_samples=FLAGS.num_samples, seed=FLAGS.seed)
     for prompt, samples in zip(FLAGS.prompt, texts):

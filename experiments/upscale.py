@@ -18,9 +18,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (defines --config and --workdir)
+from effcomp import runs  # noqa: E402
+from effcomp.runs import upscale  # noqa: E402
+from effcomp.tasks import sr  # noqa: E402
 
 flags.DEFINE_string("input", None, "The image to upscale (PNG or JPEG).")
 flags.DEFINE_string("output", None, "Where to write the upscaled PNG.")
@@ -33,22 +38,14 @@ FLAGS = flags.FLAGS
 
 def upscale_file(config, workdir: str, input_path: str, output_path: str, *, tile: int = 0,
                  overlap: int = 8, compare_path: str = None, sample_seed: int = 0) -> tuple:
-  """Writes the upscaled PNG (and the comparison); returns (input shape, output shape)."""
-  import jax
-  import numpy as np
-  from PIL import Image
-  from effcomp.tasks import diffusion_sr, sr
+  """Writes the upscaled PNG (and the comparison) of the 'sr' or 'diffusion_sr' run in
+  `workdir` (`config` None: the one it recorded); returns (input shape, output shape)."""
   if not os.path.isfile(input_path):
     raise FileNotFoundError(f"--input={input_path!r}: no such file")
   lr = np.asarray(Image.open(input_path).convert("RGB"))
-  if config.task.name == "diffusion_sr":
-    teacher = diffusion_sr.load_teacher(workdir, config)
-    scale = teacher.scale
-    out = teacher.upscale(lr, jax.random.key(sample_seed), tile=tile, overlap=overlap)
-  else:
-    model, variables = sr.restore(config, workdir)
-    scale = model.scale
-    out = sr.upscale(model, variables, lr, tile=tile, overlap=overlap)
+  upscale_fn, scale = upscale.upscaler(runs.open(workdir, config), tile=tile, overlap=overlap,
+                                       seed=sample_seed)
+  out = upscale_fn(lr)
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
   Image.fromarray(out).save(output_path, format="PNG")
   if compare_path:
@@ -65,13 +62,8 @@ def _main(argv) -> None:
   if not FLAGS.workdir:
     cli.fail("error", ValueError("--workdir is required"), 2)
 
-  def body(_):
-    from effcomp import config as config_lib
-    config = FLAGS.config or config_lib.from_workdir(FLAGS.workdir)
-    if config.task.name not in ("sr", "diffusion_sr"):
-      raise ValueError(f"--workdir={FLAGS.workdir}: a {config.task.name!r} run, expected an "
-                       "'sr' or 'diffusion_sr' run")
-    before, after = upscale_file(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
+  def body():
+    before, after = upscale_file(FLAGS.config, FLAGS.workdir, FLAGS.input, FLAGS.output,
                                  tile=FLAGS.tile, overlap=FLAGS.overlap,
                                  compare_path=FLAGS.compare, sample_seed=FLAGS.sample_seed)
     print(f"{FLAGS.input} {before[1]}×{before[0]} → {FLAGS.output} {after[1]}×{after[0]}")

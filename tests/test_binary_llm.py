@@ -12,9 +12,11 @@ import pytest
 
 from conftest import run_python, train_args
 from effcomp import config as config_lib
+from effcomp import runs
 from effcomp.models.lm.llama import Llama
-from effcomp.quant import binary_init, binary_pack, export_run, pack_int, progressive
-from effcomp.train import metrics_writer, trainer
+from effcomp.quant import binary_init, binary_pack, pack_int, progressive
+from effcomp.runs import export
+from effcomp.train import metrics_writer
 
 TINY = {"model.num_layers": 2, "model.embed_dim": 32, "model.num_heads": 2,
         "model.num_kv_heads": 1, "model.mlp_dim": 64, "model.vocab_size": 320}
@@ -130,13 +132,13 @@ def teacher(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("teacher"))
   config = config_lib.load("configs/lm_tiny.py:steps=30,tokenizer=byte",
                            **{**COMMON, "train.eval_every": 0, "optimizer.lr": 1e-2})
-  summary = trainer.train_and_evaluate(config, workdir)
+  summary = runs.train(config, workdir)
   return workdir, summary["eval"]["perplexity"]
 
 
 def test_binary_student_starts_from_its_teacher_and_exports_losslessly(tmp_path, teacher):
   teacher_dir, teacher_ppl = teacher
-  summary = trainer.train_and_evaluate(_student_config(teacher_dir, 20), str(tmp_path))
+  summary = runs.train(_student_config(teacher_dir, 20), str(tmp_path))
   rows = metrics_writer.read_jsonl(str(tmp_path / "metrics.jsonl"))
   init = rows[0]
   assert init["step"] == 0 and init["init/error_after"] < 0.8 * init["init/error_before"]
@@ -144,7 +146,7 @@ def test_binary_student_starts_from_its_teacher_and_exports_losslessly(tmp_path,
   # The schedule ends at the sign: the trained forward is the 1-bit model.
   assert ev["perplexity"] == pytest.approx(ev["perplexity_1bit"], rel=1e-6)
   assert ev["perplexity_1bit"] < 1.5 * teacher_ppl, (ev, teacher_ppl)
-  result = export_run.export_binary_lm_and_check(str(tmp_path), str(tmp_path / "packed"))
+  result = export.export_binary_lm_and_check(str(tmp_path), str(tmp_path / "packed"))
   assert result["packed_perplexity"] == pytest.approx(result["trained_perplexity"], rel=1e-5)
   assert result["trained_perplexity"] == pytest.approx(ev["perplexity_1bit"], rel=1e-4)
 
@@ -152,7 +154,7 @@ def test_binary_student_starts_from_its_teacher_and_exports_losslessly(tmp_path,
 def test_student_must_use_the_teachers_tokenizer(tmp_path, teacher):
   config = _student_config(teacher[0], 2, **{"task.tokenizer": "bpe", "task.tokenizer_vocab": 300})
   with pytest.raises(ValueError, match="differs from the teacher's"):
-    trainer.setup(config)
+    runs.setup(config)
 
 
 def _losses(workdir):

@@ -3,7 +3,7 @@
 import pytest
 
 from effcomp import config as config_lib
-from effcomp import models
+from effcomp import models, runs  # noqa: F401  (runs: every task registered)
 from effcomp.registry import MODELS, TASKS, Registry
 from tests.conftest import run_python, train_args
 

@@ -11,8 +11,9 @@ from PIL import Image
 
 from conftest import run_python, train_losses_on_one_and_eight_devices
 from effcomp import config as config_lib
+from effcomp import runs
 from effcomp.tasks import diffusion_sr
-from effcomp.train import metrics_writer, trainer
+from effcomp.train import metrics_writer
 
 TINY = {"model.model_channels": 8, "model.channel_mult": (1, 2), "model.swin_embed_dim": 16,
         "model.swin_depth": 1, "model.num_head_channels": 8, "model.norm_groups": 4,
@@ -37,9 +38,9 @@ def test_eval_pairs_are_fixed_per_image_and_config_errors():
   c.degradation = "bicubic"
   assert not np.array_equal(diffusion_sr.eval_pair(image, c)["lr"], a["lr"])
   with pytest.raises(ValueError, match="patch_size"):
-    trainer.setup(_config(1, **{"task.patch_size": 36}))
+    runs.setup(_config(1, **{"task.patch_size": 36}))
   with pytest.raises(ValueError, match="prediction"):
-    trainer.setup(_config(1, **{"task.prediction": "v"}))
+    runs.setup(_config(1, **{"task.prediction": "v"}))
 
 
 @pytest.mark.parametrize("model", ["dit_sr", pytest.param("resshift_unet", marks=pytest.mark.slow)])
@@ -47,11 +48,12 @@ def test_training_runs_and_the_teacher_api(tmp_path, data_dir, model):
   del data_dir
   workdir = str(tmp_path / model)
   extra = {"model.num_res_blocks": 1} if model == "resshift_unet" else {}
-  summary = trainer.train_and_evaluate(_config(3, model, **extra), workdir)
+  summary = runs.train(_config(3, model, **extra), workdir)
   assert 5 < summary["eval"]["psnr"] < 40 and 0 < summary["eval"]["ssim"] <= 1
   rows = metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert sum("train/mse" in r for r in rows) == 3
-  teacher = diffusion_sr.load_teacher(workdir)
+  run = runs.open(workdir)
+  teacher = diffusion_sr.make_teacher(run.model, run.params, run.config)
   assert teacher.scale == 4 and teacher.schedule.num_timesteps == 4
   lr = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), np.uint8)
   y = diffusion_sr.upsample_lr(diffusion_sr.to_model_space(jnp.asarray(lr)), 4)

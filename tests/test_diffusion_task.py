@@ -11,8 +11,11 @@ from PIL import Image
 
 from conftest import run_python, train_args
 from effcomp import config as config_lib
+from effcomp import runs
+from effcomp.models.vae import AutoencoderKL, diffusers_weights
+from effcomp.runs import convert
 from effcomp.tasks import autoencoder, diffusion
-from effcomp.train import metrics_writer, trainer
+from effcomp.train import metrics_writer
 
 TINY = {"DiT-T/2": {"model.hidden_size": 32, "model.depth": 2, "model.num_heads": 2},
         # The plain MLP FFN compiles in a fraction of the re-parameterized one's time.
@@ -51,7 +54,7 @@ def test_image_grid_places_samples_row_major():
 @pytest.mark.parametrize("model", ["DiT-T/2", pytest.param("U-DiT-T", marks=pytest.mark.slow)])
 def test_pixel_diffusion_learns_and_samples_a_grid(tmp_path, data_dir, model):
   del data_dir
-  summary = trainer.train_and_evaluate(_config(model, 40), str(tmp_path))
+  summary = runs.train(_config(model, 40), str(tmp_path))
   losses = _losses(str(tmp_path))
   assert losses[-2:].mean() < 0.8 * losses[0], losses  # zero-initialized output: mse 1 at start
   assert np.isfinite(summary["eval"]["loss"]) and summary["eval"]["mse"] < 1.0
@@ -66,24 +69,25 @@ def test_pixel_diffusion_learns_and_samples_a_grid(tmp_path, data_dir, model):
 def test_learn_sigma_must_agree_between_model_and_task(tmp_path, data_dir):
   del data_dir
   with pytest.raises(ValueError, match="learn_sigma"):
-    trainer.setup(_config("DiT-T/2", 2, **{"task.learn_sigma": False}))
+    runs.setup(_config("DiT-T/2", 2, **{"task.learn_sigma": False}))
 
 
 def test_latent_diffusion_trains_on_a_frozen_autoencoder(tmp_path, data_dir):
   del data_dir
   ae_dir, run_dir = str(tmp_path / "ae"), str(tmp_path / "latent")
-  ae = trainer.train_and_evaluate(config_lib.load(
+  ae = runs.train(config_lib.load(
       "configs/autoencoder_small.py:data=digits,steps=30",
       **{**RUN, "train.batch_size": 16, "eval.batch_size": 40, "optimizer.lr": 3e-3}), ae_dir)
   assert ae["eval"]["psnr"] > 8.0, ae["eval"]  # [−1, 1] images: a blank guess is ≈ 6 dB
   config = _config("DiT-T/2", 20, ae_dir)
-  summary = trainer.train_and_evaluate(config, run_dir)
+  summary = runs.train(config, run_dir)
   assert np.isfinite(summary["eval"]["loss"])
-  model, params, vae, vae_variables = diffusion.restore(None, run_dir)
-  assert vae is not None and model.in_channels == 4 and model.input_size == 8
-  images = diffusion.sample_images(model, params, jnp.arange(4), jnp.asarray([0, 1], jnp.uint32),
-                                   config=config, steps=5, autoencoder=vae,
-                                   autoencoder_variables=vae_variables)
+  run = runs.open(run_dir)
+  vae = run.teacher()
+  assert run.model.in_channels == 4 and run.model.input_size == 8 and vae.task == "autoencoder"
+  images = diffusion.sample_images(run.model, run.params, jnp.arange(4),
+                                   jnp.asarray([0, 1], jnp.uint32), config=config, steps=5,
+                                   autoencoder=vae.model, autoencoder_variables=vae.variables)
   assert images.shape == (4, 16, 16, 1) and images.dtype == jnp.uint8
 
 
@@ -115,7 +119,6 @@ def test_eight_devices_train_diffusion_like_one(tmp_path, data_dir):
 def test_imported_diffusers_autoencoder_is_a_latent_teacher(tmp_path, data_dir):
   """experiments/import_vae.py: a diffusers folder becomes a run a diffusion config uses."""
   del data_dir
-  from effcomp.models.vae import AutoencoderKL, diffusers_weights
   vae = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 8),
                       layers_per_block=1, latent_channels=4, norm_num_groups=4,
                       scaling_factor=0.5)
@@ -124,10 +127,10 @@ def test_imported_diffusers_autoencoder_is_a_latent_teacher(tmp_path, data_dir):
   diffusers_weights.save(folder, vae, params)
   run_python(["experiments/import_vae.py", f"--diffusers={folder}", f"--workdir={ae_dir}"])
   with pytest.raises(FileExistsError, match="already holds checkpoints"):
-    diffusers_weights.import_run(folder, ae_dir)
+    convert.import_diffusers_vae(folder, ae_dir)
   run_dir = str(tmp_path / "latent")
-  trainer.train_and_evaluate(_config("DiT-T/2", 2, ae_dir), run_dir)
-  _, _, restored_vae, restored = diffusion.restore(None, run_dir)
-  assert restored_vae.scaling_factor == 0.5
-  for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(params)):
+  runs.train(_config("DiT-T/2", 2, ae_dir), run_dir)
+  restored = runs.open(run_dir).teacher()
+  assert restored.model.scaling_factor == 0.5
+  for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)

@@ -10,7 +10,7 @@ from scipy import linalg
 from effcomp.metrics import fid, proxy
 from effcomp.models.cnn import CNN
 from effcomp.models.mlp import MLP
-from effcomp.tasks.classification import model_inputs
+from effcomp.data.image_inputs import model_inputs
 
 
 def _spd(d, seed, rank=None):

@@ -13,10 +13,10 @@ import pytest
 from conftest import run_python
 from effcomp import config as config_lib
 from effcomp import models
+from effcomp import runs
 from effcomp.data import pipeline, tokenizer
 from effcomp.registry import TASKS
 from effcomp.tasks import lm
-from effcomp.train import trainer
 
 TINY_MODEL = {"model.num_layers": 1, "model.embed_dim": 32, "model.num_heads": 2,
               "model.num_kv_heads": 1, "model.mlp_dim": 64, "model.vocab_size": 512}
@@ -32,7 +32,7 @@ def _config(steps=40, **overrides):
 
 def test_lm_tiny_config_is_the_documented_size():
   config = config_lib.load("configs/lm_tiny.py")
-  model = trainer.build_model(config.model, "float32")
+  model = runs.build_model(config.model, "float32")
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
   n = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
   assert 5e6 <= n <= 6e6, n  # "5.3 M parameters"
@@ -40,7 +40,7 @@ def test_lm_tiny_config_is_the_documented_size():
 
 
 def test_training_learns_and_writes_the_tokenizer_then_samples(tmp_path, data_dir):
-  summary = trainer.train_and_evaluate(_config(), str(tmp_path))
+  summary = runs.train(_config(), str(tmp_path))
   ev = summary["eval"]
   assert ev["perplexity"] == pytest.approx(math.exp(ev["loss"]), rel=1e-4)
   assert ev["perplexity"] < 200, ev  # uniform over 512 tokens is 512
@@ -51,11 +51,11 @@ def test_training_learns_and_writes_the_tokenizer_then_samples(tmp_path, data_di
                        "--num_samples=2", *[f"--config.{k}={v}" for k, v in TINY_MODEL.items()]])
   samples = [l for l in result.stdout.splitlines() if l.startswith("--- prompt")]
   assert len(samples) == 2
-  evaluated = trainer.evaluate_checkpoint(_config(), str(tmp_path))
+  evaluated = runs.evaluate(_config(), str(tmp_path))
   assert evaluated["eval"]["perplexity"] == pytest.approx(ev["perplexity"], rel=1e-5)
   # A different tokenizer is not this run's: resuming or evaluating it is refused.
   with pytest.raises(ValueError, match="tokenizer.json differs"):
-    trainer.evaluate_checkpoint(_config(**{"task.tokenizer": "byte"}), str(tmp_path))
+    runs.evaluate(_config(**{"task.tokenizer": "byte"}), str(tmp_path))
 
 
 def test_eval_metrics_count_every_real_token_once():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from effcomp import config as config_lib
-from effcomp.train import trainer
+from effcomp import runs
 from tests.test_sr_data import _pixels, _save
 
 FAST = {"train.progress_bar": False, "train.log_every": 1, "train.eval_every": 0,
@@ -24,7 +24,7 @@ def test_div2k_recipe_trains_on_fake_div2k_files(tmp_path):
       "task.eval_patch": 96, "checkpoint.every_steps": 2, "model.n_resblocks": 1,
       "model.n_feats": 8, "optimizer.milestones": (1,)})
   assert config.task.patch_size == 96 and config.optimizer.schedule == "multistep"
-  summary = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  summary = runs.train(config, str(tmp_path / "run"))
   assert summary["steps"] == 2 and 5 < summary["eval"]["psnr"] < 60
 
 

@@ -13,10 +13,11 @@ from PIL import Image
 
 from conftest import run_python, train_losses_on_one_and_eight_devices
 from effcomp import config as config_lib
+from effcomp import runs
 from effcomp.data import imresize
 from effcomp.models.sr import EDSR
 from effcomp.tasks import sr
-from effcomp.train import metrics_writer, trainer
+from effcomp.train import metrics_writer
 
 TINY = {"model.n_resblocks": 1, "model.n_feats": 8}
 RUN = {"train.batch_size": 4, "train.progress_bar": False, "train.log_every": 5,
@@ -117,8 +118,8 @@ def _config(steps, **overrides):
 def test_training_improves_psnr_and_distillation_runs(tmp_path, data_dir):
   del data_dir
   teacher = str(tmp_path / "teacher")
-  start = trainer.train_and_evaluate(_config(1, **{"optimizer.lr": 0.0}), str(tmp_path / "init"))
-  trained = trainer.train_and_evaluate(_config(60, **{"optimizer.lr": 2e-3}), teacher)
+  start = runs.train(_config(1, **{"optimizer.lr": 0.0}), str(tmp_path / "init"))
+  trained = runs.train(_config(60, **{"optimizer.lr": 2e-3}), teacher)
   assert trained["eval"]["psnr"] > start["eval"]["psnr"] + 3, (start, trained)
   assert 0 < trained["eval"]["ssim"] <= 1
   # The entry points: whole-image PSNR/SSIM of the test photos, and upscaling a file.
@@ -132,7 +133,7 @@ def test_training_improves_psnr_and_distillation_runs(tmp_path, data_dir):
   run_python(["experiments/upscale.py", f"--workdir={teacher}", f"--input={photo}",
               f"--output={upscaled}", f"--compare={side}", "--tile=24", "--overlap=4"])
   assert Image.open(upscaled).size == (82, 60) and Image.open(side).size == (164, 60)
-  student = trainer.train_and_evaluate(
+  student = runs.train(
       _config(5, **{"task.kd": "output", "teacher.workdir": teacher}), str(tmp_path / "student"))
   rows = metrics_writer.read_jsonl(os.path.join(tmp_path, "student", "metrics.jsonl"))
   assert any("train/kd" in r for r in rows) and np.isfinite(student["eval"]["psnr"])
@@ -140,10 +141,10 @@ def test_training_improves_psnr_and_distillation_runs(tmp_path, data_dir):
   config = config_lib.load("configs/sr_photos.py:model=lipt,steps=3,kd=dukd",
                            **{**RUN, "model.channels": 8, "model.depth": 2,
                               "teacher.workdir": teacher, "train.log_every": 1})
-  lipt = trainer.train_and_evaluate(config, str(tmp_path / "lipt"))
+  lipt = runs.train(config, str(tmp_path / "lipt"))
   rows = metrics_writer.read_jsonl(os.path.join(tmp_path, "lipt", "metrics.jsonl"))
   assert any("train/zoom_in_kd" in r for r in rows) and np.isfinite(lipt["eval"]["psnr"])
-  _, variables = sr.restore(None, str(tmp_path / "lipt"))
+  variables = runs.open(str(tmp_path / "lipt")).variables
   means = [v for path, v in flax.traverse_util.flatten_dict(variables["batch_stats"]).items()
            if path[-1] == "mean"]
   assert means and any(float(jnp.abs(m).max()) > 0 for m in means)  # updated from 0
@@ -152,7 +153,7 @@ def test_training_improves_psnr_and_distillation_runs(tmp_path, data_dir):
 def test_kd_without_a_teacher_is_an_error(tmp_path, data_dir):
   del data_dir
   with pytest.raises(ValueError, match="teacher"):
-    trainer.train_and_evaluate(_config(1, **{"task.kd": "output"}), str(tmp_path / "x"))
+    runs.train(_config(1, **{"task.kd": "output"}), str(tmp_path / "x"))
 
 
 def test_eight_devices_train_sr_like_one(tmp_path, data_dir):

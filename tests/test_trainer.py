@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from effcomp import config as config_lib
+from effcomp import runs
 from effcomp.train import checkpoint, metrics_writer, trainer
 
 
@@ -19,7 +20,7 @@ def _config(steps=12, **overrides):
 
 
 def test_run_writes_every_output_and_learns(tmp_path, data_dir):
-  summary = trainer.train_and_evaluate(_config(steps=60), str(tmp_path))
+  summary = runs.train(_config(steps=60), str(tmp_path))
   assert summary["steps"] == 60 and summary["eval"]["accuracy"] > 0.85
   for name in ("config.json", "runs.jsonl", "metrics.jsonl", "curves.png", "summary.json"):
     assert (tmp_path / name).stat().st_size > 0, name
@@ -37,14 +38,14 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp
   config = _config(**{"optimizer.lr": 1e38, "optimizer.schedule": "constant",
                       "optimizer.warmup_steps": 0, "checkpoint.every_steps": 1})
   with pytest.raises(trainer.NonFiniteLossError, match=r"at step 2 .*last good checkpoint: step 1"):
-    trainer.train_and_evaluate(config, str(tmp_path))
+    runs.train(config, str(tmp_path))
   assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [1]
 
 
 def test_nonfinite_skip_policy_finishes_and_counts_skipped_steps(tmp_path, data_dir):
   config = _config(**{"optimizer.lr": 1e38, "optimizer.schedule": "constant",
                       "optimizer.warmup_steps": 0, "train.nonfinite": "skip"})
-  summary = trainer.train_and_evaluate(config, str(tmp_path))
+  summary = runs.train(config, str(tmp_path))
   assert summary["steps"] == 12 and summary["skipped_steps"] == 11
 
 
@@ -63,15 +64,15 @@ def _corrupt(step_dir):
 
 
 def test_corrupt_checkpoint_is_an_error_naming_the_step_then_falls_back_if_asked(tmp_path, data_dir):
-  trainer.train_and_evaluate(_config(steps=8), str(tmp_path))
+  runs.train(_config(steps=8), str(tmp_path))
   step_dir = tmp_path / "checkpoints" / "8"
   _corrupt(step_dir)
   before = sorted((p.relative_to(step_dir), p.read_bytes()) for p in step_dir.rglob("*") if p.is_file())
   with pytest.raises(checkpoint.CorruptCheckpointError, match="checkpoint step 8 .*fallback_to_previous"):
-    trainer.train_and_evaluate(_config(steps=12), str(tmp_path))
+    runs.train(_config(steps=12), str(tmp_path))
   after = sorted((p.relative_to(step_dir), p.read_bytes()) for p in step_dir.rglob("*") if p.is_file())
   assert before == after  # the bad step is never overwritten
-  summary = trainer.train_and_evaluate(
+  summary = runs.train(
       _config(steps=12, **{"checkpoint.fallback_to_previous": True}), str(tmp_path))
   assert summary["resumed_from"] == 4 and summary["steps"] == 12
   quarantined = tmp_path / "checkpoints" / "8.corrupt"
@@ -82,8 +83,8 @@ def test_corrupt_checkpoint_is_an_error_naming_the_step_then_falls_back_if_asked
 def test_evaluate_checkpoint_matches_the_final_eval(tmp_path, data_dir, monkeypatch):
   config = _config(steps=20)
   monkeypatch.chdir(tmp_path)  # a relative workdir (orbax itself needs absolute paths)
-  summary = trainer.train_and_evaluate(config, "run")
-  result = trainer.evaluate_checkpoint(config, "run")
+  summary = runs.train(config, "run")
+  result = runs.evaluate(config, "run")
   tmp_path = tmp_path / "run"
   assert result["step"] == 20
   np.testing.assert_allclose(result["eval"]["accuracy"], summary["eval"]["accuracy"])
@@ -92,13 +93,13 @@ def test_evaluate_checkpoint_matches_the_final_eval(tmp_path, data_dir, monkeypa
 
 def test_distillation_uses_a_frozen_teacher(tmp_path, data_dir):
   teacher_dir = tmp_path / "teacher"
-  teacher = trainer.train_and_evaluate(_config(steps=40), str(teacher_dir))
+  teacher = runs.train(_config(steps=40), str(teacher_dir))
   config = _config(steps=30, **{"task.distill_weight": 1.0, "teacher.workdir": str(teacher_dir)})
   config.unlock()
   config.teacher.model = config.model.copy_and_resolve_references()
   config.model.widths = (32,)
   config.lock()
-  student = trainer.train_and_evaluate(config, str(tmp_path / "student"))
+  student = runs.train(config, str(tmp_path / "student"))
   rows = metrics_writer.read_jsonl(str(tmp_path / "student" / "metrics.jsonl"))
   kd = [r["train/distillation"] for r in rows if "train/distillation" in r]
   assert len(kd) == 30 and np.mean(kd[-5:]) < 0.9 * np.mean(kd[:5])

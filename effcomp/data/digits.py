@@ -17,6 +17,8 @@ every machine holds the same examples.
 
 import numpy as np
 import tensorflow_datasets as tfds
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 NUM_TEST = 360
 SPLIT_SEED = 0
@@ -24,9 +26,6 @@ SPLIT_SEED = 0
 
 def split_indices() -> dict[str, np.ndarray]:
   """Indices into `load_digits()` for each split: {'train': [1437], 'test': [360]}."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
-
   target = load_digits().target
   train, test = train_test_split(np.arange(len(target)), test_size=NUM_TEST,
                                  stratify=target, random_state=SPLIT_SEED, shuffle=True)
@@ -58,8 +57,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(idx) for split, idx in split_indices().items()}
 
   def _generate_examples(self, indices: np.ndarray):
-    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-
     digits = load_digits()
     images = (digits.images.astype(np.int64) * 255 // 16).astype(np.uint8)
     for i in indices:

@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 SPLIT_FOLDERS = {"train": "train", "validation": "val"}
 IMAGE_SUFFIXES = (".jpeg", ".jpg")
@@ -66,8 +67,6 @@ def image_files(class_dir: str) -> list[str]:
 
 def rgb_jpeg_bytes(path: str) -> bytes:
   """The file's bytes if it is an RGB JPEG, else the image converted to an RGB JPEG."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
   with open(path, "rb") as f:
     data = f.read()
   with Image.open(io.BytesIO(data)) as image:  # Reads the header only.

@@ -30,26 +30,26 @@ Splits (fixed by name): `test` = astronaut, coffee, flower (3 images);
 """
 
 import numpy as np
+import skimage.data
 import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn.datasets import load_sample_images
 
 TEST_NAMES = ("astronaut", "coffee", "flower")
 
 
 def _skimage(name: str):
   def load():
-    import skimage.data  # pylint: disable=g-import-not-at-top
     return getattr(skimage.data, name)()
   return load
 
 
 def _stereo_left():
-  import skimage.data  # pylint: disable=g-import-not-at-top
   return skimage.data.stereo_motorcycle()[0]
 
 
 def _sklearn(index: int):
   def load():
-    from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
     return load_sample_images().images[index]  # images: china.jpg, flower.jpg
   return load
 
@@ -96,8 +96,6 @@ class Photos(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(names) for split, names in split_names().items()}
 
   def _generate_examples(self, names: list[str]):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-
     for name in names:
       image = np.asarray(LOADERS[name]())
       if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:

@@ -40,6 +40,7 @@ import hashlib
 import importlib
 import inspect
 import warnings
+from pydoc_data.topics import topics
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -167,8 +168,6 @@ def module_documents(module_name: str, seen: set[str] | None = None) -> dict[str
 
 def all_documents() -> dict[str, str]:
   """{doc_id: text} for the whole corpus (pydoc topics, then `MODULES` docstrings)."""
-  from pydoc_data.topics import topics  # pylint: disable=g-import-not-at-top
-
   docs = {f"topic/{key}": text for key, text in topics.items() if text.strip()}
   seen = set()
   for module_name in MODULES:

@@ -58,7 +58,7 @@ class Cover:
 
 def _espresso():
   try:
-    from pyeda.boolalg import espresso  # pylint: disable=g-import-not-at-top
+    from pyeda.boolalg import espresso  # optional: the hw extra (a C extension)
   except ImportError as e:
     raise ImportError("logic minimization needs PyEDA (espresso): pip install 'effcomp[hw]'") from e
   return espresso

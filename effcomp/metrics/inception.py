@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effcomp.models.mlp import dense
+from effcomp.nn.dense import dense
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INPUT_SIZE = 299  # pytorch-fid resizes every image to 299×299 (bilinear, align_corners=False)
@@ -324,7 +324,7 @@ def convert_pt_inception(pth_path: str, npz_path: str) -> str:
   """pytorch-fid's `.pth` state dict → an `.npz` of the same names (float32 arrays) that
   `load_fid_weights` reads. Needs PyTorch (imported only here). Returns `npz_path`."""
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch  # optional: reads pytorch-fid's .pth once; effcomp itself never needs it
   except ImportError as e:
     raise ImportError(f"convert_pt_inception(pth_path={pth_path!r}) needs PyTorch to read the "
                       "checkpoint, once: pip install torch (the CPU build is enough). "

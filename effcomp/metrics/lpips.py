@@ -259,7 +259,7 @@ def _read_state(path: str, name: str, net: str) -> Dict[str, np.ndarray]:
     with np.load(path) as f:
       return {k: f[k] for k in f.files}
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch  # optional: only to read a .pth; effcomp itself reads the .npz
   except ImportError as e:
     raise ImportError(f"{name}={path!r} is a PyTorch checkpoint, which needs torch to read: "
                       "pip install torch (the CPU build is enough), or convert it once with "

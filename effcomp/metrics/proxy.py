@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effcomp.tasks.classification import model_inputs
+from effcomp.data.image_inputs import model_inputs
 
 
 def classifier_inputs(images: jax.Array, resize: int = 0) -> jax.Array:
-  """Images as the classifier saw them in training (`classification.model_inputs`):
+  """Images as the classifier saw them in training (`effcomp.data.image_inputs.model_inputs`):
   integer images [N, H, W, C] in 0..255 go through exactly that transform; float images
   are taken to be in [0, 1] already (generated samples) and only resized."""
   if jnp.issubdtype(images.dtype, jnp.integer):

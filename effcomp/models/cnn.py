@@ -9,8 +9,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from effcomp.models.mlp import dense
 from effcomp.nn import activations
+from effcomp.nn.dense import dense
 from effcomp.registry import MODELS
 
 

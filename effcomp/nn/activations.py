@@ -12,6 +12,8 @@ from typing import Callable
 
 import jax
 
+from effcomp.hw import activation, fixed_point
+
 CIRCUIT_PREFIX = "circuit:"
 
 
@@ -20,7 +22,6 @@ def get(name: str) -> Callable[[jax.Array], jax.Array]:
   """The elementwise activation called `name` (see the module docstring)."""
   if name == "relu":
     return jax.nn.relu
-  from effcomp.hw import activation, fixed_point  # pylint: disable=g-import-not-at-top
   if name.startswith(CIRCUIT_PREFIX):
     return activation.circuit_activation(name[len(CIRCUIT_PREFIX):])
   if name in fixed_point.ACTIVATIONS:

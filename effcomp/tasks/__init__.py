@@ -1,5 +1,5 @@
-"""Tasks (what to optimize and how to evaluate), registered in `effcomp.registry.TASKS`."""
+"""Tasks (what to optimize and how to evaluate), registered in `effcomp.registry.TASKS`.
 
-from effcomp.tasks import (autoencoder, classification, diffusion, diffusion_sr, lm,  # noqa: F401
-                           sr)  # (registration)
-from effcomp.tasks.base import Task  # noqa: F401
+Importing a task module registers it; `effcomp.runs.build` imports them all, where the
+registry is read (the trainer never does: it runs the `Task` it is given).
+"""

@@ -17,7 +17,7 @@ import numpy as np
 from clu import metrics as clu_metrics
 
 from effcomp.models.vae import losses
-from effcomp.registry import TASKS
+from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 from effcomp.tasks.diffusion import to_model_space
 
@@ -98,3 +98,12 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
               summary_metric="psnr",
               train_example_transform=train_crop if c.crop_size else None,
               eval_example_transform=eval_crop if c.crop_size else None)
+
+
+@MODEL_INPUTS.register("autoencoder")
+def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
+  """An image of twice the downsampling factor: the parameters of a convolutional
+  autoencoder do not depend on the image size."""
+  del config
+  side = 2 * model.downsampling_factor
+  return (jnp.zeros((1, side, side, model.in_channels)),)

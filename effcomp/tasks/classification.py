@@ -21,8 +21,9 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
-from effcomp.data import crops
-from effcomp.registry import TASKS
+from effcomp.data import crops, sources
+from effcomp.data.image_inputs import model_inputs
+from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 
 AUGMENTATIONS = ("none", "flip_crop")
@@ -32,21 +33,6 @@ AUGMENTATIONS = ("none", "flip_crop")
 class EvalMetrics(clu_metrics.Collection):
   loss: clu_metrics.Average.from_output("loss")
   accuracy: clu_metrics.Accuracy
-
-
-def images_to_float(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] → float32 [0, 1], on the device (uint8 crosses the host link)."""
-  return images.astype(jnp.float32) / 255.0
-
-
-def model_inputs(images: jax.Array, resize: int = 0) -> jax.Array:
-  """The device-side input transform: uint8 → float [0, 1] → bilinear resize to resize×resize
-  (0 keeps the size). images: [N, H, W, C]."""
-  images = images_to_float(images)
-  if resize:
-    n, _, _, ch = images.shape
-    images = jax.image.resize(images, (n, resize, resize, ch), "bilinear")
-  return images
 
 
 def flip_crop(batch, rng: np.random.Generator, pad: int = 4):
@@ -141,19 +127,15 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       teacher_init_fn=init_fn_for(teacher_model) if teacher_model is not None else None)
 
 
-def restore(config: ml_collections.ConfigDict, workdir: str):
-  """(model, variables) of the newest checkpoint of the classification run in `workdir`
-  (params and BatchNorm statistics), the variables' shapes taken from one example of the
-  config's eval split as the task transforms it."""
-  from effcomp.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
+@MODEL_INPUTS.register("classification")
+def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
+  """The first example of the config's eval split as the model sees it in evaluation (the
+  input size of a classifier depends on its data)."""
+  del model
+  c = task_config(config, task_defaults())
   d = config.data
   source = sources.get_source(d.name, d.eval_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
-  task_config_ = config.copy_and_resolve_references()
-  if "distill_weight" in task_config_.task:
-    task_config_.task.distill_weight = 0.0  # restoring needs no teacher
-  task = build(task_config_, trainer.build_model(config.model, config.train.compute_dtype),
-               source, source)
-  batch = pipeline.read_batch(source, [0], task.eval_example_transform)
-  x = model_inputs(jnp.asarray(batch["image"]), config.task.get("resize", 0))
-  return trainer.restore_model(config, workdir, (x,))
+  image = np.asarray(source[0]["image"])
+  if c.image_size:
+    image = crops.center_crop(image, c.image_size)
+  return (model_inputs(jnp.asarray(image)[None], c.resize),)

@@ -33,7 +33,7 @@ from clu import metrics as clu_metrics
 
 from effcomp.data import crops
 from effcomp.diffusion import guidance, objectives, samplers, schedules
-from effcomp.registry import TASKS
+from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 
 
@@ -148,30 +148,12 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
                            to_model_space(jnp.asarray(batch["image"]), c.image_size))))
 
 
-def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
-  """(model, params, autoencoder or None, its variables or None) of the newest checkpoint of
-  the diffusion run in `workdir` (params: the EMA when the run kept one); `config` None:
-  the config the run recorded."""
-  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
-  config = config or config_lib.from_workdir(workdir)
-  shapes = trainer.build_model(config.model, config.train.compute_dtype)  # fields with defaults
-  size = shapes.input_size
+@MODEL_INPUTS.register("diffusion")
+def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
+  """(x_t, t, y) of one example: the denoiser's size is its own `input_size`."""
+  del config
   labels = jnp.zeros((1,), jnp.int32)
-  model, variables = trainer.restore_model(
-      config, workdir, (jnp.zeros((1, size, size, shapes.in_channels)), labels, labels),
-      ema=config.train.ema_decay > 0, rng_names=("params", "dropout"))
-  if not config.teacher.workdir:
-    return model, variables["params"], None, None
-  ae_config = config.teacher.model if config.teacher.model.name else config_lib.from_workdir(
-      config.teacher.workdir).model
-  shapes = trainer.build_model(ae_config, config.train.compute_dtype)
-  f = shapes.downsampling_factor
-  image = jnp.zeros((1, size * f, size * f, shapes.in_channels))
-  autoencoder, ae_variables = trainer.restore_model(
-      config, config.teacher.workdir, (image,), model_config=ae_config,
-      rng_names=("params", "sample"))
-  return model, variables["params"], autoencoder, ae_variables
+  return jnp.zeros((1, model.input_size, model.input_size, model.in_channels)), labels, labels
 
 
 def sample_images(model, params, labels: jax.Array, rng: jax.Array, *,

@@ -15,9 +15,9 @@ chain from a fixed noise (`eval_seed`); PSNR / SSIM on Y with `scale` border pix
 cropped, 8-bit output as BasicSR; plus the x_0 MSE at a fixed (t, ε) draw.
 
 The run's samplers and its teacher API for distillation: `ResShiftTeacher`
-(`load_teacher(workdir)`): `predict_x0(x_t, y, t)` at any timestep, `sample(y, rng)`,
-`trajectory(y, rng)` — the whole chain (states and x_0 predictions) — and
-`upscale(lr, rng, tile)` for uint8 images.
+(`make_teacher(model, params, config)` of an opened run): `predict_x0(x_t, y, t)` at any
+timestep, `sample(y, rng)`, `trajectory(y, rng)` — the whole chain (states and x_0
+predictions) — and `upscale(lr, rng, tile)` for uint8 images.
 Latent-space training (ResShift's and DiT-SR's VQ-f4 latents) is not wired in here: the
 process functions support it (`latent=True`), the task trains in pixel space.
 """
@@ -25,7 +25,7 @@ process functions support it (`latent=True`), the task trains in pixel space.
 import dataclasses
 import functools
 import zlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ import numpy as np
 from effcomp.data import degradations
 from effcomp.diffusion import resshift
 from effcomp.metrics import image as image_metrics
-from effcomp.registry import TASKS
+from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks import sr
 from effcomp.tasks.base import Task, task_config
 
@@ -225,16 +225,18 @@ class ResShiftTeacher:
     return sr.tiled_upscale(run, lr, s, tile, overlap)
 
 
-def load_teacher(workdir: str, config: Optional[ml_collections.ConfigDict] = None
-                 ) -> ResShiftTeacher:
-  """The `ResShiftTeacher` of the newest checkpoint (the EMA when kept) in `workdir`."""
-  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
-  config = config or config_lib.from_workdir(workdir)
+def make_teacher(model, params, config: ml_collections.ConfigDict) -> ResShiftTeacher:
+  """The `ResShiftTeacher` of a denoiser trained with `config` (its run's config), e.g. of
+  `effcomp.runs.open(workdir)`'s model and params (the EMA when the run kept one)."""
+  c = task_config(config, task_defaults())
+  return ResShiftTeacher(model, params, schedule_of(c), c)
+
+
+@MODEL_INPUTS.register("diffusion_sr")
+def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
+  """(x_t, t, y) of one eval-sized crop."""
+  del model
   c = task_config(config, task_defaults())
   side = c.eval_patch or c.patch_size
   x = jnp.zeros((1, side, side, 3))
-  model, variables = trainer.restore_model(config, workdir, (x, jnp.zeros((1,), jnp.int32), x),
-                                           ema=config.train.ema_decay > 0,
-                                           rng_names=("params", "dropout"))
-  return ResShiftTeacher(model, variables["params"], schedule_of(c), c)
+  return x, jnp.zeros((1,), jnp.int32), x

@@ -34,7 +34,6 @@ training rows spread over the split; 0 steps skips it).
 """
 
 import os
-from typing import Optional
 
 import flax
 import jax
@@ -48,7 +47,7 @@ from etils import epath
 from effcomp.data import packing, tokenizer as tokenizer_lib
 from effcomp.data.pipeline import read_batch
 from effcomp.quant import binary_init
-from effcomp.registry import TASKS
+from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -224,21 +223,17 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       warm_start=warm_start if c.init_from_teacher else None)
 
 
-def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
-  """(model, params, tokenizer) of the newest checkpoint of the LM run in `workdir`.
+@MODEL_INPUTS.register("lm")
+def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
+  """A batch of one 8-token sequence (the weights do not depend on its length)."""
+  del config, model
+  return (jnp.zeros((1, 8), jnp.int32),)
 
-  Reads no dataset: the model comes from `config.model` (None: the config the run
-  recorded in its workdir), the tokenizer from the run's `tokenizer.json`, the params
-  from its checkpoints (sharded over `config.mesh`).
-  """
-  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
-  config = config or config_lib.from_workdir(workdir)
+
+def load_tokenizer(workdir: str) -> tokenizer_lib.Tokenizer:
+  """The tokenizer a run of this task wrote into its workdir (`TOKENIZER_FILE`)."""
   path = os.path.join(workdir, TOKENIZER_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--workdir={workdir!r}: no {TOKENIZER_FILE}; expected the workdir "
                             "of a run of the 'lm' task")
-  tok = tokenizer_lib.load(path)
-  model, variables = trainer.restore_model(config, workdir, (jnp.zeros((1, 8), jnp.int32),))
-  params = variables["params"]
-  return model, params, tok
+  return tokenizer_lib.load(path)

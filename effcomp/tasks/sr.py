@@ -37,10 +37,11 @@ import ml_collections
 import numpy as np
 from clu import metrics as clu_metrics
 
-from effcomp.data import degradations, imresize
+from effcomp.data import degradations, imresize, sources
+from effcomp.data.image_inputs import images_to_float
 from effcomp.losses import dukd
 from effcomp.metrics import image as image_metrics
-from effcomp.registry import TASKS
+from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 
 DEGRADATIONS = ("bicubic", "realesrgan")
@@ -131,11 +132,6 @@ def center_pair(image: np.ndarray, c: ml_collections.ConfigDict) -> Dict[str, np
   return bicubic_pair(image, top, left, size, s)
 
 
-def to_float(images: jax.Array) -> jax.Array:
-  """uint8 [..., 3] → float32 in [0, 1]."""
-  return images.astype(jnp.float32) / 255.0
-
-
 def quantize(x: jax.Array) -> jax.Array:
   """Model output → the 8-bit image BasicSR measures (`tensor2img`: clip to [0, 1],
   ×255, round), as float32 in [0, 255]."""
@@ -177,11 +173,11 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   s = c.scale
 
   def init_fn(rng, batch):
-    return model.init({"params": rng, "dropout": rng}, to_float(jnp.asarray(batch["lr"])))
+    return model.init({"params": rng, "dropout": rng}, images_to_float(jnp.asarray(batch["lr"])))
 
   def loss_fn(params, model_state, batch, rng, teacher_variables, step):
     del step
-    lr, hr = to_float(batch["lr"]), to_float(batch["hr"])
+    lr, hr = images_to_float(batch["lr"]), images_to_float(batch["hr"])
     rng_student, rng_kd = jax.random.split(rng)
     new_state = {}
 
@@ -205,8 +201,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
 
   def eval_fn(params, model_state, batch, step, teacher_variables):
     del step, teacher_variables
-    sr = model.apply({"params": params, **model_state}, to_float(batch["lr"]))
-    hr = to_float(batch["hr"])
+    sr = model.apply({"params": params, **model_state}, images_to_float(batch["lr"]))
+    hr = images_to_float(batch["hr"])
     loss = jnp.mean(jnp.abs(sr - hr), axis=(1, 2, 3))
     sr8, hr8 = quantize(sr), hr * 255.0
     return EvalMetrics.single_from_model_output(
@@ -226,7 +222,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       train_example_transform=train_pair, eval_example_transform=eval_pair,
       teacher_init_fn=(None if teacher_model is None else
                        lambda rng, batch: teacher_model.init(
-                           {"params": rng, "dropout": rng}, to_float(jnp.asarray(batch["lr"])))))
+                           {"params": rng, "dropout": rng}, images_to_float(jnp.asarray(batch["lr"])))))
 
 
 def upscale(model, variables, lr: np.ndarray, tile: int = 0, overlap: int = 8) -> np.ndarray:
@@ -238,7 +234,7 @@ def upscale(model, variables, lr: np.ndarray, tile: int = 0, overlap: int = 8) -
   Each distinct window shape compiles once.
   """
   fn = jax.jit(model.apply)
-  run = lambda x: np.asarray(quantize(fn(variables, to_float(jnp.asarray(x)[None])))[0]
+  run = lambda x: np.asarray(quantize(fn(variables, images_to_float(jnp.asarray(x)[None])))[0]
                              ).astype(np.uint8)
   return tiled_upscale(run, lr, model.scale, tile, overlap)
 
@@ -294,24 +290,17 @@ def evaluate_images(upscale_fn, images, scale: int) -> Dict[str, Any]:
           "psnr_per_image": psnrs, "ssim_per_image": ssims}
 
 
-def restore(config: Optional[ml_collections.ConfigDict], workdir: str):
-  """(model, variables) of the newest checkpoint of the SR run in `workdir` (`config`
-  None: the config the run recorded)."""
-  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.train import trainer  # pylint: disable=g-import-not-at-top
-  config = config or config_lib.from_workdir(workdir)
-  return trainer.restore_model(config, workdir, (jnp.zeros((1, 16, 16, 3)),),
-                               rng_names=("params", "dropout"))
+@MODEL_INPUTS.register("sr")
+def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
+  """A 16×16 LR image (SR models are fully convolutional or windowed: any size restores)."""
+  del config, model
+  return (jnp.zeros((1, 16, 16, 3)),)
 
 
-def evaluate_sets(config: Optional[ml_collections.ConfigDict], workdir: str, names, *,
-                  data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                  tile: int = 0) -> Dict[str, Dict[str, Any]]:
-  """{set name: `evaluate_images` result} for the run in `workdir` on each dataset in
-  `names` (its last split: 'test', or DIV2K's 'validation'), whole images (`tile` > 0:
-  in LR tiles of that side, for memory)."""
-  from effcomp.data import sources  # pylint: disable=g-import-not-at-top
-  model, variables = restore(config, workdir)
+def evaluate_sets(upscale_fn, scale: int, names, *, data_dir: Optional[str] = None,
+                  manual_dir: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+  """{set name: `evaluate_images` result} of `upscale_fn(lr) -> sr` (uint8, whole images)
+  on each dataset in `names` (its last split: 'test', or DIV2K's 'validation')."""
   results = {}
   for name in names:
     if name not in sources.DATASETS:
@@ -319,6 +308,5 @@ def evaluate_sets(config: Optional[ml_collections.ConfigDict], workdir: str, nam
     source = sources.get_source(name, sources.DATASETS[name][1][-1], data_dir=data_dir,
                                 manual_dir=manual_dir)
     images = (source[i]["image"] for i in range(len(source)))
-    results[name] = evaluate_images(lambda lr: upscale(model, variables, lr, tile=tile),
-                                    images, model.scale)
+    results[name] = evaluate_images(upscale_fn, images, scale)
   return results

@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 
 def _absolute(path: str) -> epath.Path:
@@ -100,7 +101,6 @@ class Checkpointer:
     if jax.process_index() == 0 and path.exists():
       os.replace(path, f"{path}.corrupt")
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"quarantine {path}")
     self._manager.reload()
 

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from etils import epath
+from matplotlib.figure import Figure
+from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -23,7 +25,6 @@ class MetricWriter:
     self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     if enabled:
-      from tensorboardX import SummaryWriter
       epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       self._jsonl = epath.Path(self.jsonl_path).open("a")
@@ -58,8 +59,6 @@ def plot_curves(jsonl_path: str, png_path: str, *, title: str = "") -> str:
   A resumed run appends to the log; the newest value of each (metric, step) wins.
   """
   # A Figure without pyplot: no global backend switch (notebooks keep inline plots).
-  from matplotlib.figure import Figure
-
   series = defaultdict(dict)
   for row in read_jsonl(jsonl_path):
     for key, value in row.items():

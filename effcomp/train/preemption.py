@@ -9,6 +9,7 @@ import signal
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 
 
 class PreemptionGuard:
@@ -31,6 +32,5 @@ class PreemptionGuard:
 
   def reached(self, step: int) -> bool:
     if self._multiprocess:
-      from jax.experimental import multihost_utils
       return multihost_utils.reached_preemption_sync_point(step)
     return self._event.is_set()

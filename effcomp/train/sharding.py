@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence, Tuple
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -67,7 +68,6 @@ def create_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None =
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(sizes, len(devices))
   try:  # Topology-aware device order on TPU/GPU.
-    from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
   except (ValueError, NotImplementedError, AssertionError):
     grid = np.asarray(devices).reshape(shape)

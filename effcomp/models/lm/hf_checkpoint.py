@@ -14,6 +14,8 @@ import json
 import os
 from typing import Any, Callable, Dict, Mapping, Tuple
 
+import flax
+import jax
 import numpy as np
 from safetensors import numpy as safetensors_np
 
@@ -59,8 +61,6 @@ def export_tensors(params: Any, shapes: Mapping[Tuple[str, ...], Tuple[int, ...]
   """{checkpoint name: float32 array} of flax `params` (boxed or not) whose flattened paths
   and shapes must be `shapes`; `name_fn(path)` names a tensor, `layout_fn(array, path)`
   puts it in the checkpoint's layout (e.g. kernels transposed)."""
-  import flax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   flat = flax.traverse_util.flatten_dict(flax.linen.unbox(params))
   if set(flat) != set(shapes):
     raise ValueError(f"params do not fit the model: missing "

@@ -207,22 +207,3 @@ def save(folder: str, model: AutoencoderKL, params: Any, dtype: str = "float32")
   with open(os.path.join(folder, CONFIG_NAME), "w") as f:
     json.dump(config_from_model(model), f, indent=2, sort_keys=True)
     f.write("\n")
-
-
-def import_run(folder: str, workdir: str, variant: Optional[str] = None) -> AutoencoderKL:
-  """Writes the diffusers autoencoder in `folder` as a finished effcomp `autoencoder` run in
-  `workdir` (its `config.json` and a step-0 checkpoint), the form a diffusion config's
-  `config.teacher.workdir` takes; returns the model. Refuses to overwrite checkpoints."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from effcomp import config as config_lib  # pylint: disable=g-import-not-at-top
-  from effcomp.tasks import autoencoder  # pylint: disable=g-import-not-at-top
-  from effcomp.train import checkpoint, run_info  # pylint: disable=g-import-not-at-top
-  model, params = load(folder, variant=variant)
-  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.init and f.name not in ("parent", "name", "dtype")}
-  config = config_lib.base_config()
-  config.model = {"name": "autoencoder_kl", **fields}
-  config.task = autoencoder.task_defaults()
-  checkpoint.save_variables(workdir, {"params": params})
-  run_info.write(workdir, config_lib.to_dict(config), {"data": 1, "fsdp": 1, "tensor": 1})
-  return model

@@ -1,10 +1,10 @@
 """`experiments/quantize.py`: quantize a trained effcomp LM run and evaluate it.
 
-Loads the model of the LM run in `config.source.workdir` (with the config it recorded),
-draws `config.calib.num_samples` calibration sequences from the
-training split, quantizes with `config.method` at `config.setting`, measures validation
-perplexity before and after, and writes into the output workdir the quantized params
-(integer codes packed with their scales, `effcomp.quant.pack_int`) and `ptq.json`.
+Opens the LM run in `config.source.workdir` (with the config it recorded), draws
+`config.calib.num_samples` calibration sequences from the training split, quantizes with
+`config.method` at `config.setting` (`effcomp.quant.ptq`), measures validation perplexity
+before and after, and writes into the output workdir the quantized params (integer codes
+packed with their scales, `effcomp.quant.pack_int`) and `ptq.json`.
 """
 
 import dataclasses
@@ -17,10 +17,11 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from effcomp import config as config_lib
 from effcomp.data import packing, sources
-from effcomp.quant import fake_quant
+from effcomp.quant import fake_quant, pack_int
 from effcomp.quant.ptq import blocks, evaluate, quantize
+from effcomp.runs.run import Run, open_run
+from effcomp.tasks import lm
 
 
 @dataclasses.dataclass
@@ -33,26 +34,25 @@ class LMSource:
   eval_rows: np.ndarray  # the whole validation split, packed
 
 
-def load_lm(workdir: str, num_samples: int, split: str = "train", seed: int = 0) -> LMSource:
-  """The newest checkpoint of the LM run in `workdir` and its calibration/eval data
-  (the splits of the dataset it was trained on, packed as in training)."""
-  from effcomp.tasks import lm  # pylint: disable=g-import-not-at-top
-  if not workdir:
-    raise ValueError("config.source.workdir is empty: expected the workdir of a trained LM run")
-  train_config = config_lib.from_workdir(workdir)
-  model, params, tok = lm.restore(train_config, workdir)
-  d = train_config.data
+def lm_source(run: Run, num_samples: int, split: str = "train", seed: int = 0) -> LMSource:
+  """The opened LM `run` with its tokenizer and calibration/eval data (the splits of the
+  dataset it was trained on, packed as in training)."""
+  if run.task != "lm":
+    raise ValueError(f"workdir={run.workdir!r}: a run of the {run.task!r} task; expected a "
+                     "trained LM run ('lm')")
+  tok = lm.load_tokenizer(run.workdir)
+  d = run.config.data
 
   def rows(s):
     src = sources.get_source(d.name, s, data_dir=d.data_dir, manual_dir=d.manual_dir)
-    return packing.packed_source(src, tok, train_config.task.seq_len).arrays["tokens"]
+    return packing.packed_source(src, tok, run.config.task.seq_len).arrays["tokens"]
 
   train = rows(split)
   if not 0 < num_samples <= len(train):
     raise ValueError(f"config.calib.num_samples={num_samples}: expected 1 … {len(train)} "
                      f"(packed sequences in {d.name} {split})")
   pick = np.sort(np.random.default_rng(seed).choice(len(train), num_samples, replace=False))
-  return LMSource(model, jax.device_get(params), tok, train[pick], rows(d.eval_split))
+  return LMSource(run.model, jax.device_get(run.params), tok, train[pick], rows(d.eval_split))
 
 
 def quantize_lm(src: LMSource, method: str, setting: str, options: Dict[str, Any],
@@ -68,14 +68,16 @@ def quantize_lm(src: LMSource, method: str, setting: str, options: Dict[str, Any
   return params, scales, {**report, "perplexity": ppl}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+def quantize_run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Quantizes per `config` (configs/ptq.py), writes the outputs, returns the result."""
-  from effcomp.quant import pack_int  # pylint: disable=g-import-not-at-top
-  src = load_lm(config.source.workdir, config.calib.num_samples, config.calib.split, config.seed)
+  if not config.source.workdir:
+    raise ValueError("config.source.workdir is empty: expected the workdir of a trained LM run")
+  src = lm_source(open_run(config.source.workdir), config.calib.num_samples, config.calib.split,
+                  config.seed)
   fp_ppl = evaluate.perplexity(src.model, src.params, src.eval_rows, src.tokenizer.pad_id,
                                batch_size=config.eval.batch_size)
   params, scales, result = quantize_lm(src, config.method, config.setting, config.options.to_dict(),
-                               config.eval.batch_size)
+                                       config.eval.batch_size)
   result["fp_perplexity"] = fp_ppl
   if jax.process_index() == 0:
     out = epath.Path(workdir)

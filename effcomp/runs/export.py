@@ -1,13 +1,12 @@
 """Export a trained binary run to a bit-packed model, and check it against the float one.
 
-Classification runs (binary CNNs) and 1-bit LMs (`export_binary_lm_and_check`).
-
-`export_and_check` restores the newest params and BatchNorm statistics of a run, packs every
-binary layer (`effcomp.quant.export`), saves the packed model, evaluates the packed and the
-float model on the config's eval split, and times one eval batch of each (jit, warmed up,
-median of repeats): the packed model against the float training graph
-(`model.apply(train=False)`: binarize the latent weights, float conv).
-Used by `experiments/export.py` and the demo.
+`export_and_check` (binary classifiers) opens the newest params and BatchNorm statistics of
+a run on one device, packs every binary layer (`effcomp.quant.export`), saves the packed
+model, evaluates the packed and the float model on the config's eval split, and times one
+eval batch of each (jit, warmed up, median of repeats): the packed model against the float
+training graph (`model.apply(train=False)`: binarize the latent weights, float conv).
+`export_binary_lm_and_check` packs a 1-bit LM (`effcomp.quant.binary_pack`) and compares
+perplexities. Used by `experiments/export.py` and the demo.
 """
 
 import functools
@@ -19,35 +18,32 @@ from etils import epath
 
 from effcomp import config as config_lib
 from effcomp.data import pipeline, sources
-from effcomp.quant import export, pack
-from effcomp.registry import TASKS
-from effcomp.tasks import classification
-from effcomp.train import checkpoint, sharding, state, trainer
+from effcomp.data.image_inputs import model_inputs
+from effcomp.quant import binary_pack, export, pack, pack_int
+from effcomp.quant.ptq import evaluate
+from effcomp.runs import quantize
+from effcomp.runs.run import open_run
+from effcomp.tasks import classification, lm
+from effcomp.train import sharding
 
 
 def export_and_check(config, workdir: str, output: str, timing_repeats: int = 10) -> dict:
-  """Packs the run in `workdir` into `output`; returns the summary numbers."""
+  """Packs the classification run in `workdir` into `output`; returns the summary numbers."""
   config_lib.validate(config)
   if config.task.name != "classification":
     raise ValueError(f"config.task.name={config.task.name!r}: export evaluates classification only")
-  if not (epath.Path(workdir) / "checkpoints").exists():
-    raise FileNotFoundError(f"--workdir={workdir}: no checkpoints in {workdir}/checkpoints")
-  model = trainer.build_model(config.model, config.train.compute_dtype)
+  mesh = sharding.create_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  run = open_run(workdir, config, mesh=mesh)
+  model, variables = run.model, run.variables
   d = config.data
   eval_source = sources.get_source(d.name, d.eval_split, data_dir=d.data_dir, manual_dir=d.manual_dir)
   task_config = config.copy_and_resolve_references()
   if "distill_weight" in task_config.task:
     task_config.task.distill_weight = 0.0  # the teacher plays no part in evaluation
-  task = TASKS.get("classification")(task_config, model, eval_source, eval_source)
-  inputs = functools.partial(classification.model_inputs, resize=config.task.get("resize", 0))
+  task = classification.build(task_config, model, eval_source, eval_source)
+  inputs = functools.partial(model_inputs, resize=config.task.get("resize", 0))
 
   batch = pipeline.read_batch(eval_source, [0], task.eval_example_transform)
-  mesh = sharding.create_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  try:
-    variables = checkpoint.restore_variables(
-        workdir, state.abstract_variables(task.init_fn, batch, mesh))
-  except ValueError as e:  # orbax: stored shapes differ from the config's model
-    raise ValueError(f"--workdir={workdir}: its checkpoint does not fit the model of --config") from e
   x0 = jax.eval_shape(inputs, jnp.asarray(batch["image"]))
   packed = export.pack_model(model, variables, x0)
   if not packed.specs:
@@ -82,10 +78,7 @@ def export_binary_lm_and_check(workdir: str, output: str) -> dict:
   """Packs the 1-bit LM run in `workdir` (`binary_pack`) into `<output>/model.npz` (plus its
   tokenizer), reloads it, and measures the validation perplexity of the trained model (its
   final 1-bit weights) and of the reloaded packed one (`format_lm_summary`)."""
-  from effcomp.quant import binary_pack, pack_int  # pylint: disable=g-import-not-at-top
-  from effcomp.quant.ptq import evaluate, run  # pylint: disable=g-import-not-at-top
-  from effcomp.tasks import lm  # pylint: disable=g-import-not-at-top
-  src = run.load_lm(workdir, num_samples=1)
+  src = quantize.lm_source(open_run(workdir), num_samples=1)
   out = epath.Path(output)
   out.mkdir(parents=True, exist_ok=True)
   path = str(out / "model.npz")
