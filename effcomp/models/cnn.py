@@ -15,9 +15,12 @@ from effcomp.registry import MODELS
 
 
 def conv(features: int, dtype, name: str, kernel_size=(3, 3), strides=(1, 1)) -> nn.Conv:
-  """A bias-free conv with logically named kernel [kh, kw, in, out]."""
+  """A bias-free conv with logically named kernel [kh, kw, in, out], zero-padded k // 2 on
+  every side as PyTorch's `nn.Conv2d(..., padding=k//2)` (XLA's 'SAME' pads stride-2
+  convs asymmetrically)."""
   return nn.Conv(
-      features, kernel_size, strides=strides, use_bias=False, dtype=dtype, name=name,
+      features, kernel_size, strides=strides, padding=tuple((k // 2, k // 2) for k in kernel_size),
+      use_bias=False, dtype=dtype, name=name,
       kernel_init=nn.with_logical_partitioning(
           nn.initializers.kaiming_normal(), ("height", "width", "conv_in", "conv_out")))
 

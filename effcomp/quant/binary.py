@@ -164,12 +164,21 @@ class BinaryConv(_BinaryLayer):
   """2-D convolution of the binarized input with the binarized kernel.
 
   Kernel [kh, kw, in, features] with logical axes (height, width, conv_in, conv_out);
-  zero padding acts on the binarized activations (as in every reference code).
+  zero padding acts on the binarized activations (as in every reference code). `padding`
+  None pads k // 2 on every side, as the reference codes' `nn.Conv2d(..., padding=k//2)`:
+  with stride 2, XLA's 'SAME' would pad 0 top/left and 1 bottom/right instead, shifting
+  every window by a pixel against the option-A shortcut's x[:, ::2, ::2].
   """
   kernel_size: Tuple[int, int] = (3, 3)
   strides: Tuple[int, int] = (1, 1)
-  padding: Any = "SAME"
+  padding: Any = None
   out_axis: str = "conv_out"
+
+  def explicit_padding(self) -> Any:
+    """`padding`, with None resolved to ((kh//2, kh//2), (kw//2, kw//2))."""
+    if self.padding is None:
+      return tuple((k // 2, k // 2) for k in self.kernel_size)
+    return self.padding
 
   @nn.compact
   def __call__(self, x: jax.Array, progress: Optional[jax.Array] = None) -> jax.Array:
@@ -178,7 +187,7 @@ class BinaryConv(_BinaryLayer):
         (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
     w = binarize_weight(kernel, self.weight_method, (0, 1, 2), progress).astype(self.dtype)
     y = jax.lax.conv_general_dilated(
-        self._binarize_input(x), w, window_strides=self.strides, padding=self.padding,
+        self._binarize_input(x), w, window_strides=self.strides, padding=self.explicit_padding(),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return self._bias(y)
 

@@ -102,7 +102,7 @@ def _spec(module: nn.Module, x: Any) -> LayerSpec:
       features=int(module.features),
       kernel_size=tuple(int(k) for k in module.kernel_size) if conv else (),
       strides=tuple(int(s) for s in module.strides) if conv else (),
-      padding=_padding(module.padding) if conv else None,
+      padding=_padding(module.explicit_padding()) if conv else None,
       weight_method=module.weight_method, act_method=module.act_method,
       adabin_act_form=module.adabin_act_form, use_bias=bool(module.use_bias))
 
@@ -183,7 +183,8 @@ def packed_apply(model: nn.Module, packed_model: PackedModel, x: jax.Array) -> j
                      f"(packed: {sorted(layers)})")
     inputs = args[0]
     if isinstance(module, binary.BinaryConv):
-      y = pack.apply_packed_conv2d(layers[key], inputs, module.strides, _padding(module.padding))
+      y = pack.apply_packed_conv2d(layers[key], inputs, module.strides,
+                                   _padding(module.explicit_padding()))
     else:
       y = pack.apply_packed_dense(layers[key], inputs)
     if module.use_bias:

@@ -9,6 +9,10 @@ out = act(BN(bconv2(out)) + out).
 - `ResNet18`/`ResNet34` (ImageNet): 7×7/2 FP stem + 3×3/2 max-pool, stages of [2,2,2,2] /
   [3,4,6,3] blocks with 64…512 channels; downsample shortcut AvgPool(2) → FP 1×1 conv →
   BN (the code's `avg_down`); global pool → BN → Dense.
+Padding is the reference's PyTorch padding, not XLA's 'SAME' (which pads stride-2 layers
+0 before and 1 after): every conv k // 2 on each side (`binary.BinaryConv`, `cnn.conv`),
+the stem's MaxPool2d(3, 2, padding=1), the shortcut's AvgPool2d(ceil_mode=True,
+count_include_pad=False); tests/test_padding.py checks each against torch.
 x: [batch, height, width, channels] float → logits [batch, num_classes].
 """
 
@@ -22,6 +26,17 @@ from effcomp.models.cnn import batch_norm, conv as fp_conv
 from effcomp.nn.dense import dense
 from effcomp.quant import binary
 from effcomp.registry import MODELS
+
+
+def stem_max_pool(x: jax.Array) -> jax.Array:
+  """The ImageNet stem's `nn.MaxPool2d(3, stride=2, padding=1)` (-inf padding)."""
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def shortcut_avg_pool(x: jax.Array, s: int) -> jax.Array:
+  """The `avg_down` shortcut's `nn.AvgPool2d(s, s, ceil_mode=True, count_include_pad=False)`:
+  a last partial window (odd sizes) averages its pixels only."""
+  return nn.avg_pool(x, (s, s), (s, s), padding="SAME", count_include_pad=False)
 
 
 class BinaryBasicBlock(nn.Module):
@@ -46,7 +61,7 @@ class BinaryBasicBlock(nn.Module):
       x = x[:, ::self.strides, ::self.strides]
       pad = self.features - x.shape[-1]
       return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
-    x = nn.avg_pool(x, (self.strides, self.strides), (self.strides, self.strides), padding="SAME")
+    x = shortcut_avg_pool(x, self.strides)
     x = fp_conv(self.features, self.dtype, "down_conv", kernel_size=(1, 1))(x)
     return batch_norm(train, self.dtype, "down_bn")(x)
 
@@ -81,7 +96,7 @@ class _BinaryResNet(nn.Module):
       x = fp_conv(self.widths[0], self.dtype, "stem_conv")(x)
     x = binary.nonlinearity(self.method, self.nonlinearity)(batch_norm(train, self.dtype, "stem_bn")(x))
     if self.imagenet_stem:
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = stem_max_pool(x)
     for s, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for b in range(blocks):
         x = BinaryBasicBlock(
