@@ -20,6 +20,10 @@ weight decay 1e-5 in step 1 and 0 in step 2, as in ReActNet):
       --workdir=workdirs/r18_step2 --config.teacher.workdir=workdirs/fp_r18 \\
       --config.init.workdir=workdirs/r18_step1 ...
 
+Official weights: `:official=true` is the official code's forward and input normalization
+(`recipes.adabin_official`), for checkpoints of its code converted by
+`experiments/convert.py --source=adabin`.
+
 Data: `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` in `manual_dir`.
 Cost: 600k steps of batch 256 (120 epochs); ResNet-18 ≈ 1.8 GFLOPs/image: ≈ 2.5 days
 on 8 V100s or ≈ 1 day on a TPU v4-32 (launch/tpu_pod.sh); the two-step recipe doubles it.
@@ -30,7 +34,7 @@ from effcomp import recipes
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, method="adabin", depth=18, epochs=120, stage=0)
+  a = config_lib.parse_arg(arg, method="adabin", depth=18, epochs=120, stage=0, official=False)
   recipes.check_method(a.method)
   if a.depth not in (18, 34):
     raise ValueError(f"config argument depth={a.depth}: expected 18 or 34")
@@ -47,4 +51,6 @@ def get_config(arg=None):
     config.optimizer.lr = 5e-4
     config.optimizer.schedule = "linear"
     config.optimizer.weight_decay = 1e-5 if a.stage == 1 else 0.0
+  if a.official:
+    config = recipes.adabin_official(config)
   return config_lib.lock(config)

@@ -17,6 +17,11 @@ LM_TINY = {"vocab_size": 4096, "num_layers": 4, "embed_dim": 256, "num_heads": 4
 LM_1B = {"vocab_size": 32768, "num_layers": 22, "embed_dim": 2048, "num_heads": 32,
          "num_kv_heads": 4, "mlp_dim": 5632, "tie_embeddings": False, "remat": True}
 
+# torchvision's ImageNet statistics, which the official AdaBin code normalizes by on CIFAR-10
+# and ImageNet alike (cifar10/main.py, imagenet/main.py: transforms.Normalize).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 CIFAR10_TRAIN_EXAMPLES = 50_000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
@@ -73,6 +78,16 @@ def imagenet(model: dict, *, epochs: int, batch_size: int = 256, lr: float = 0.1
   config.train.log_every = 200
   config.train.eval_every = 5 * steps_per_epoch
   config.checkpoint.every_steps = 2000
+  return config
+
+
+def adabin_official(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` (an AdaBin recipe) with the official code's forward and inputs, for its
+  released checkpoints (`experiments/convert.py --source=adabin`): activations
+  α·(sign((x − β)/α) + β) (`adabin_act_form='official'`), EDE at its fixed t, k
+  (`progressive=False`) and torchvision `Normalize` by ImageNet's statistics."""
+  config.model.update(adabin_act_form="official", progressive=False)
+  config.task.mean, config.task.std = IMAGENET_MEAN, IMAGENET_STD
   return config
 
 

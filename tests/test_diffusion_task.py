@@ -126,7 +126,7 @@ def test_imported_diffusers_autoencoder_is_a_latent_teacher(tmp_path, data_dir):
   folder, ae_dir = str(tmp_path / "diffusers"), str(tmp_path / "imported")
   diffusers_weights.save(folder, vae, params)
   run_python(["experiments/import_vae.py", f"--diffusers={folder}", f"--workdir={ae_dir}"])
-  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+  with pytest.raises(FileExistsError, match="already holds a run"):
     convert.import_diffusers_vae(folder, ae_dir)
   run_dir = str(tmp_path / "latent")
   runs.train(_config("DiT-T/2", 2, ae_dir), run_dir)

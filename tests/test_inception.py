@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from effcomp.convert import pt_inception, state_dict
 from effcomp.metrics import inception
 
 
@@ -90,7 +91,7 @@ def test_loader_maps_every_pt_inception_key_into_the_flax_tree(tmp_path):
   state = _random_state(keys)
   path = str(tmp_path / "pt_inception.npz")
   np.savez(path, **state)
-  variables = inception.load_fid_weights(path)
+  variables = pt_inception.load_fid_weights(path)
   params, stats = variables["params"], variables["batch_stats"]
   # Transposed conv kernels OIHW → HWIO, an asymmetric one included.
   np.testing.assert_array_equal(params["Conv2d_1a_3x3"]["conv"]["kernel"],
@@ -122,16 +123,22 @@ def test_loader_names_missing_and_misshapen_arrays(tmp_path):
   state["Mixed_6e.branch1x1.conv.weight"] = np.zeros((192, 768, 3, 3), np.float32)
   path = str(tmp_path / "bad.npz")
   np.savez(path, **state)
-  with pytest.raises(ValueError, match=r"5 missing.*Mixed_5b/branch_pool.*wrong shapes.*Mixed_6e"):
-    inception.load_fid_weights(path)
+  with pytest.raises(ValueError, match=r"not pytorch-fid's.*wrong shape "
+                     r"Mixed_6e\.branch1x1\.conv\.weight \(192, 768, 3, 3\)"):
+    pt_inception.load_fid_weights(path)
+  state["Mixed_6e.branch1x1.conv.weight"] = np.zeros((192, 768, 1, 1), np.float32)
+  np.savez(path, **state)
+  with pytest.raises(ValueError, match=r"no tensor for 5 leaves: .*Mixed_5b/branch_pool"):
+    pt_inception.load_fid_weights(path)
   with pytest.raises(FileNotFoundError, match="convert_pt_inception"):
-    inception.load_fid_weights(str(tmp_path / "absent.npz"))
+    pt_inception.load_fid_weights(str(tmp_path / "absent.npz"))
 
 
 def test_convert_without_torch_is_a_clear_import_error(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "torch", None)
-  with pytest.raises(ImportError, match="needs PyTorch"):
-    inception.convert_pt_inception(str(tmp_path / "x.pth"), str(tmp_path / "x.npz"))
+  (tmp_path / "x.pth").write_bytes(b"")
+  with pytest.raises(ImportError, match="needs torch"):
+    pt_inception.convert_pt_inception(str(tmp_path / "x.pth"), str(tmp_path / "x.npz"))
 
 
 def _random_variables(seed=0):
@@ -141,7 +148,8 @@ def _random_variables(seed=0):
   rng = np.random.default_rng(seed)
   he = lambda s: rng.standard_normal(s, dtype=np.float32) * np.sqrt(2 / np.prod(s[:-1]))
   fill = {"kernel": he, "scale": np.ones, "var": np.ones, "bias": np.zeros, "mean": np.zeros}
-  flat = {k: np.asarray(fill[k[-1]](s), np.float32) for k, s in inception.expected_shapes().items()}
+  flat = {k: np.asarray(fill[k[-1]](s), np.float32)
+          for k, s in state_dict.leaves(inception.abstract_variables()).items()}
   return flax.traverse_util.unflatten_dict(flat)
 
 
@@ -291,9 +299,12 @@ def test_each_block_matches_its_pytorch_fid_counterpart(kind, arg, pool):
   x = np.random.default_rng(4).normal(size=(2, 9, 9, cin)).astype(np.float32)
   with torch.no_grad():
     want = block(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-  variables = inception.variables_from_state_dict(
-      {k: v.numpy() for k, v in block.state_dict().items()})
-  got = FLAX_BLOCKS[kind](arg, pool).apply(variables, x)
+  flax_block = FLAX_BLOCKS[kind](arg, pool)
+  variables, report = state_dict.from_state_dict(
+      {k: v.numpy() for k, v in block.state_dict().items()},
+      jax.eval_shape(flax_block.init, jax.random.key(0), x), state_dict.module_names)
+  assert all(k.endswith("num_batches_tracked") for k in report.unused)
+  got = flax_block.apply(variables, x)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
@@ -310,8 +321,8 @@ def test_converted_checkpoint_reproduces_pytorch_fid_features_and_logits(tmp_pat
   net = _randomize(ref.FIDInception(), torch, seed=5)
   pth = str(tmp_path / inception.FID_WEIGHTS_FILE)
   torch.save(net.state_dict(), pth)
-  variables = inception.load_fid_weights(
-      inception.convert_pt_inception(pth, str(tmp_path / "fid_inception.npz")))
+  variables = pt_inception.load_fid_weights(
+      pt_inception.convert_pt_inception(pth, str(tmp_path / "fid_inception.npz")))
   images = np.random.default_rng(6).uniform(size=(2, 32, 32, 3)).astype(np.float32)
   with torch.no_grad():
     want_features, want_logits = (

@@ -11,26 +11,24 @@ with four blocks patched as the TensorFlow FID graph computes them:
 
 `BasicConv2d` = conv without bias → BatchNorm (inference, eps 1e-3) → ReLU. Module and
 parameter names mirror the PyTorch state dict (`Mixed_5b.branch5x5_2.conv.weight` ↔
-`params/Mixed_5b/branch5x5_2/conv/kernel`), so `variables_from_state_dict` is a rename
-plus OIHW → HWIO / [out, in] → [in, out] transposes.
+`params/Mixed_5b/branch5x5_2/conv/kernel`), so converting it is a rename plus OIHW → HWIO /
+[out, in] → [in, out] transposes (`effcomp.convert.state_dict.module_names`).
 
-Weights: `convert_pt_inception` turns pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
-(its `FID_WEIGHTS_URL`, downloaded by you) into an `.npz`, once, with PyTorch; effcomp
-reads that `.npz` with `load_fid_weights` and never imports torch at run time.
+Weights: `effcomp.convert.pt_inception.convert_pt_inception` turns pytorch-fid's
+`pt_inception-2015-12-05-6726825d.pth` (its `FID_WEIGHTS_URL`, downloaded by you) into an
+`.npz`, once, with PyTorch; `effcomp.convert.pt_inception.load_fid_weights` reads that
+`.npz` without torch.
 Without those weights the network has random weights (`InceptionV3().init`): its
 "FID" is a valid distance between feature distributions but NOT comparable with any
 published FID number.
 """
 
 import functools
-import os
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Tuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from effcomp.nn.dense import dense
 
@@ -248,92 +246,8 @@ def features_fn(variables, model: InceptionV3 | None = None,
   return fn
 
 
-def variables_from_state_dict(state: Mapping[str, Any]) -> Dict[str, Any]:
-  """A PyTorch state dict of these modules (dotted torchvision names → arrays) as Flax
-  variables {'params': …, 'batch_stats': …}.
-
-  `*.weight` [O, I, kh, kw] → `kernel` [kh, kw, I, O]; `*.weight` [O, I] → `kernel`
-  [I, O]; `bn.weight`/`bn.bias` → `scale`/`bias`; `running_mean`/`running_var` →
-  batch_stats `mean`/`var`; `num_batches_tracked` is dropped. Works for one block's
-  state dict as well as the whole network's.
-  """
-  params, stats = {}, {}
-  for key, value in state.items():
-    *path, leaf = key.split(".")
-    value = np.asarray(value)
-    if leaf == "num_batches_tracked":
-      continue
-    value = value.astype(np.float32)
-    if leaf == "weight" and value.ndim == 4:
-      target, name, value = params, "kernel", value.transpose(2, 3, 1, 0)
-    elif leaf == "weight" and value.ndim == 2:
-      target, name, value = params, "kernel", value.T
-    elif leaf == "weight" and value.ndim == 1:
-      target, name = params, "scale"
-    elif leaf == "bias" and value.ndim == 1:
-      target, name = params, "bias"
-    elif leaf in ("running_mean", "running_var") and value.ndim == 1:
-      target, name = stats, leaf.removeprefix("running_")
-    else:
-      raise ValueError(f"state dict key {key!r} with shape {value.shape}: expected a conv "
-                       "weight [O, I, kh, kw], a linear weight [O, I], or a BatchNorm/bias vector")
-    target[tuple(path) + (name,)] = np.ascontiguousarray(value)
-  return {"params": flax.traverse_util.unflatten_dict(params),
-          "batch_stats": flax.traverse_util.unflatten_dict(stats)}
-
-
-def expected_shapes(model: InceptionV3 | None = None) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
-  """{(collection, *path): shape} of every variable of `model` (abstract, no compute)."""
+def abstract_variables(model: InceptionV3 | None = None) -> Any:
+  """`model`'s variables as `jax.ShapeDtypeStruct`s (boxed; no compute)."""
   model = InceptionV3() if model is None else model
   images = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
-  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), images))
-  return {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(abstract).items()}
-
-
-def _check_variables(variables, source: str) -> None:
-  got = {k: tuple(np.shape(v)) for k, v in flax.traverse_util.flatten_dict(variables).items()}
-  want = expected_shapes()
-  missing = sorted("/".join(k) for k in want.keys() - got.keys())
-  unexpected = sorted("/".join(k) for k in got.keys() - want.keys())
-  wrong = sorted(f"{'/'.join(k)}: {got[k]} (expected {want[k]})"
-                 for k in want.keys() & got.keys() if got[k] != want[k])
-  if missing or unexpected or wrong:
-    raise ValueError(f"{source} is not pytorch-fid's FID Inception: {len(missing)} missing "
-                     f"{missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-                     f"{len(wrong)} with wrong shapes {wrong[:5]}")
-
-
-def load_fid_weights(path: str) -> Dict[str, Any]:
-  """Flax variables for `InceptionV3` from an `.npz` whose names are the PyTorch state-dict
-  keys of `pt_inception-2015-12-05-6726825d.pth` (see `convert_pt_inception`).
-
-  Raises `FileNotFoundError` for a missing file and `ValueError` naming the missing,
-  unexpected or mis-shaped arrays.
-  """
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"path={path!r} does not exist: expected an .npz made from "
-                            f"pytorch-fid's {FID_WEIGHTS_FILE} by convert_pt_inception")
-  with np.load(path) as f:
-    state = {k: f[k] for k in f.files}
-  variables = variables_from_state_dict(state)
-  _check_variables(variables, f"path={path!r}")
-  return variables
-
-
-def convert_pt_inception(pth_path: str, npz_path: str) -> str:
-  """pytorch-fid's `.pth` state dict → an `.npz` of the same names (float32 arrays) that
-  `load_fid_weights` reads. Needs PyTorch (imported only here). Returns `npz_path`."""
-  try:
-    import torch  # optional: reads pytorch-fid's .pth once; effcomp itself never needs it
-  except ImportError as e:
-    raise ImportError(f"convert_pt_inception(pth_path={pth_path!r}) needs PyTorch to read the "
-                      "checkpoint, once: pip install torch (the CPU build is enough). "
-                      "effcomp itself reads only the .npz it writes.") from e
-  if not os.path.exists(pth_path):
-    raise FileNotFoundError(f"pth_path={pth_path!r} does not exist: expected pytorch-fid's "
-                            f"{FID_WEIGHTS_FILE}")
-  state = torch.load(pth_path, map_location="cpu", weights_only=True)
-  arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
-  _check_variables(variables_from_state_dict(arrays), f"pth_path={pth_path!r}")
-  np.savez(npz_path, **arrays)
-  return npz_path
+  return jax.eval_shape(model.init, jax.random.key(0), images)

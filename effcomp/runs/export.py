@@ -9,8 +9,6 @@ training graph (`model.apply(train=False)`: binarize the latent weights, float c
 perplexities. Used by `experiments/export.py` and the demo.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +16,6 @@ from etils import epath
 
 from effcomp import config as config_lib
 from effcomp.data import pipeline, sources
-from effcomp.data.image_inputs import model_inputs
 from effcomp.quant import binary_pack, export, pack, pack_int
 from effcomp.quant.ptq import evaluate
 from effcomp.runs import quantize
@@ -41,7 +38,7 @@ def export_and_check(config, workdir: str, output: str, timing_repeats: int = 10
   if "distill_weight" in task_config.task:
     task_config.task.distill_weight = 0.0  # the teacher plays no part in evaluation
   task = classification.build(task_config, model, eval_source, eval_source)
-  inputs = functools.partial(model_inputs, resize=config.task.get("resize", 0))
+  inputs = classification.inputs_fn(config)
 
   batch = pipeline.read_batch(eval_source, [0], task.eval_example_transform)
   x0 = jax.eval_shape(inputs, jnp.asarray(batch["image"]))

@@ -63,6 +63,15 @@ class Run:
                     model_config=build.teacher_model_config(self.config), mesh=mesh)
 
 
+def abstract_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                       mesh: Optional[Mesh] = None) -> Any:
+  """`model`'s variables as sharded `jax.ShapeDtypeStruct`s, from the example inputs of
+  `config`'s task (`MODEL_INPUTS`); `mesh` None: `config.mesh` over all devices."""
+  inputs = MODEL_INPUTS.get(config.task.name)(config, model)
+  init = lambda rng, x: model.init({name: rng for name in RNG_NAMES}, *x)
+  return state.abstract_variables(init, inputs, mesh or sharding.create_mesh(config.mesh))
+
+
 def open_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *,
              model_config: Optional[ml_collections.ConfigDict] = None,
              mesh: Optional[Mesh] = None, ema: Optional[bool] = None) -> Run:
@@ -85,9 +94,7 @@ def open_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *
   config = config or config_lib.from_workdir(workdir)
   model_config = model_config or config.model
   model = build.build_model(model_config, config.train.compute_dtype)
-  inputs = MODEL_INPUTS.get(config.task.name)(config, model)
-  init = lambda rng, x: model.init({name: rng for name in RNG_NAMES}, *x)
-  abstract = state.abstract_variables(init, inputs, mesh or sharding.create_mesh(config.mesh))
+  abstract = abstract_variables(config, model, mesh)
   try:
     variables = checkpoint.restore_variables(
         workdir, abstract, ema=config.eval.use_ema if ema is None else ema)

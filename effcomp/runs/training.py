@@ -8,7 +8,8 @@ from typing import Any, Dict, Optional
 
 import ml_collections
 
-from effcomp.runs import build
+from effcomp.runs import build, convert
+from effcomp.runs.run import open_run
 from effcomp.train import trainer
 
 
@@ -24,5 +25,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              step: Optional[int] = None) -> Dict[str, Any]:
-  """The eval metrics of checkpoint `step` (default: newest) of the run in `workdir`."""
-  return trainer.evaluate_checkpoint(config, workdir, build.build_task(config), step)
+  """The eval metrics of checkpoint `step` (default: newest) of the run in `workdir` (a run
+  converted from other code: its weights)."""
+  task = build.build_task(config)
+  if convert.is_converted(workdir):
+    if step not in (None, 0):
+      raise ValueError(f"--step={step}: {workdir} is a converted run; it has step 0 only")
+    return trainer.evaluate_variables(config, workdir, task, open_run(workdir, config).variables)
+  return trainer.evaluate_checkpoint(config, workdir, task, step)

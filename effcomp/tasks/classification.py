@@ -4,14 +4,19 @@ teacher for knowledge distillation), accuracy and loss as eval metrics.
 Models whose `__call__` takes `progress` receive step / train.steps ∈ [0, 1] (binary
 layers anneal their estimators with it). `task.resize > 0` resizes images on the device
 (bilinear), e.g. 8×8 digits to the 16×16/32×32 inputs CIFAR networks expect.
-`task.image_size > 0` crops variable-size photos on the host per image (ImageNet:
-random-resized crop + flip for training, resize-256/center-224 for evaluation).
+`task.mean` / `task.std` (per channel, on [0, 1] images) normalize as reference codes do
+(torchvision `Normalize`; the official AdaBin code uses ImageNet's statistics for CIFAR-10
+too), so converted official checkpoints see their inputs. `task.image_size > 0` crops
+variable-size photos on the host per image (ImageNet: random-resized crop + flip for
+training, resize-256/center-224 for evaluation).
 
 Knowledge distillation follows Hinton et al. 2015, "Distilling the Knowledge in a
 Neural Network": loss = (1 − w)·CE(y, s) + w·T²·KL(softmax(t/T) ‖ softmax(s/T)).
 """
 
+import functools
 import inspect
+from typing import Callable
 
 import flax
 import jax
@@ -61,7 +66,14 @@ def task_defaults() -> ml_collections.ConfigDict:
   """Fields `config.task` may hold for this task (set them in the config file)."""
   return ml_collections.ConfigDict({
       "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0, "image_size": 0,
-      "distill_weight": 0.0, "distill_temperature": 4.0})
+      "distill_weight": 0.0, "distill_temperature": 4.0, "mean": (), "std": ()})
+
+
+def inputs_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
+  """The task's device-side image transform for `config`: uint8 [N, H, W, C] → [0, 1] →
+  `resize` → (x − `mean`) / `std`."""
+  c = task_config(config, task_defaults())
+  return functools.partial(model_inputs, resize=c.resize, mean=tuple(c.mean), std=tuple(c.std))
 
 
 @TASKS.register("classification")
@@ -74,8 +86,10 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   if c.distill_weight and teacher_model is None:
     raise ValueError("config.task.distill_weight > 0 needs a teacher: set config.teacher.workdir")
 
+  transform = inputs_fn(config)
+
   def inputs(batch):
-    return model_inputs(batch["image"], c.resize)
+    return transform(batch["image"])
 
   def init_fn_for(module):
     return lambda rng, batch: module.init({"params": rng, "dropout": rng}, inputs(batch),
@@ -138,4 +152,4 @@ def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
   image = np.asarray(source[0]["image"])
   if c.image_size:
     image = crops.center_crop(image, c.image_size)
-  return (model_inputs(jnp.asarray(image)[None], c.resize),)
+  return (inputs_fn(config)(jnp.asarray(image)[None]),)

@@ -140,10 +140,11 @@ def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False) 
   return {"params": restored[key], **restored["model_state"]}
 
 
-def save_variables(workdir: str, variables: Any, step: int = 0) -> None:
+def save_variables(workdir: str, variables: Any, step: int = 0, ema: bool = False) -> None:
   """Writes `variables` ({'params': ..., other collections}) as checkpoint `step` of
   `workdir`, readable by `restore_variables` (e.g. weights imported from another
-  framework). An existing checkpoint there is an error: nothing is overwritten."""
+  framework); `ema`: the params are also the EMA (`restore_variables(ema=True)`). An
+  existing checkpoint there is an error: nothing is overwritten."""
   directory = _absolute(workdir) / "checkpoints"
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"workdir={workdir!r}: {directory} already holds checkpoints")
@@ -151,6 +152,8 @@ def save_variables(workdir: str, variables: Any, step: int = 0) -> None:
   try:
     state = {"params": variables["params"],
              "model_state": {k: v for k, v in variables.items() if k != "params"}}
+    if ema:
+      state["ema_params"] = variables["params"]
     checkpointer.save(step, state, None)
     checkpointer.wait()
   finally:

@@ -322,8 +322,26 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, task: T
     checkpointer.close()
   if state is None:
     raise FileNotFoundError(f"--workdir={workdir!r}: no checkpoint in {checkpointer.directory}")
+  return _write_eval(exp, state, workdir, restored_step)
+
+
+def evaluate_variables(config: ml_collections.ConfigDict, workdir: str, task: Task,
+                       variables: Dict[str, Any], step: int = 0) -> Dict[str, Any]:
+  """Evaluates `task` with `variables` ({'params': ..., other collections}; also the EMA
+  when `config.eval.use_ema`) in place of a train state: the weights of a run converted
+  from other code, which has no optimizer state."""
+  exp = setup(config, task)
+  sync_task_files(workdir, exp.task.files)
+  variables = dict(variables)
+  params = jax.device_put(variables.pop("params"), exp.state_shardings.params)
+  model_state = jax.device_put(variables, exp.state_shardings.model_state)
+  return _write_eval(exp, _with_params(exp.state, params, model_state=model_state), workdir, step)
+
+
+def _write_eval(exp: Experiment, state: state_lib.TrainState, workdir: str, step: int
+                ) -> Dict[str, Any]:
   metrics = evaluate(exp, state)
-  result = {"step": restored_step, "eval": metrics, "summary_metric": exp.task.summary_metric}
+  result = {"step": step, "eval": metrics, "summary_metric": exp.task.summary_metric}
   if jax.process_index() == 0:
-    (epath.Path(workdir) / f"eval_step{restored_step}.json").write_text(json.dumps(result, indent=2))
+    (epath.Path(workdir) / f"eval_step{step}.json").write_text(json.dumps(result, indent=2))
   return result
