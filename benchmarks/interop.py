@@ -28,12 +28,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import torch  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from benchmarks import interop_adabin, interop_basicsr  # noqa: E402
+from benchmarks import (interop_adabin, interop_basicsr, interop_inception,  # noqa: E402
+                        interop_resshift)
 
-SYSTEMS = {"adabin": interop_adabin, "basicsr": interop_basicsr}
+SYSTEMS = {"adabin": interop_adabin, "basicsr": interop_basicsr,
+           "resshift": interop_resshift, "inception": interop_inception}
 GOAL = 1e-4  # relative max |Δ| every converted model must reach
 
 flags.DEFINE_string("official_root", None, "Folder of the official repositories.", required=True)
@@ -69,7 +72,8 @@ def main(argv):
            "over PyTorch (eager), 2 threads, median of 7 interleaved runs after warm-up. "
            f"Wall time {(time.time() - start) / 60:.1f} min.")
   common.write_results("interop", rows, COLUMNS + ["meets goal"],
-                       title="Equivalence with the official PyTorch code", notes=notes)
+                       title="Equivalence with the official PyTorch code", notes=notes,
+                       extra={"torch": torch.__version__})
 
 
 if __name__ == "__main__":

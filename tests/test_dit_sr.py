@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effcomp.models.sr.dit_sr import DiTSR, DiTSRBlock, adafm
+from effcomp.models.sr.dit_sr import DiTSR, DiTSRBlock, adafm, reference_window_mask
 from effcomp.models.sr.resshift_unet import ResShiftUNet
 
 TINY = dict(model_channels=16, channel_mult=(1, 2), swin_embed_dim=32, swin_depth=2,
@@ -50,12 +50,44 @@ def test_zero_modulation_is_the_unconditioned_block(conditioning):
   block = DiTSRBlock(num_heads=2, shift=True, conditioning=conditioning, norm_groups=8)
   params = block.init(jax.random.key(2), x, emb)["params"]
   plain = DiTSRBlock(num_heads=2, shift=True, conditioning="none", norm_groups=8)
-  shared = {k: v for k, v in params.items() if k not in ("adafm", "adaln")}
+  shared = {k: v for k, v in params.items() if not k.startswith(conditioning)}
   ref = plain.apply({"params": shared}, x, emb)
   np.testing.assert_allclose(block.apply({"params": params}, x, emb), ref, atol=1e-5)
   bumped = jax.tree.map(lambda p: p + 0.1, params)
-  bumped = {**shared, conditioning: bumped[conditioning]}
+  bumped = {**shared, **{k: v for k, v in bumped.items() if k.startswith(conditioning)}}
   assert float(jnp.max(jnp.abs(block.apply({"params": bumped}, x, emb) - ref))) > 1e-2
+
+
+def test_reference_window_mask_splits_the_bottom_windows_by_column():
+  """The reference code's shifted-window mask (8² map, window 4, shift 2): the top windows
+  are unmasked; in the bottom ones a token's region is its column within the window,
+  c < 2 or c ≥ 2 (Swin's mask would split rows and, on the right, columns too)."""
+  mask = reference_window_mask(8, 8, 4, 2)
+  assert mask.shape == (4, 16, 16) and not mask[:2].any()
+  side = (np.arange(16) % 4) >= 2  # token r·4 + c → c ≥ 2
+  expected = np.where(side[:, None] != side[None, :], -100.0, 0.0)
+  np.testing.assert_array_equal(mask[2], expected)
+  np.testing.assert_array_equal(mask[3], expected)
+  with pytest.raises(ValueError, match="window_mask"):
+    DiTSRBlock(num_heads=2, shift=True, norm_groups=8, window_mask="rows").init(
+        jax.random.key(0), jnp.zeros((1, 16, 16, 32)), jnp.zeros((1, 8)))
+
+
+def test_resolution_fixes_windows_and_shift_as_the_reference_built_them():
+  """A block built (reference-style) for an 8² map keeps window 8, no shift and FFT patch 8
+  on a 16² input; without `resolution` it shifts there."""
+  x = jax.random.normal(jax.random.key(0), (1, 16, 16, 32))
+  emb = jax.random.normal(jax.random.key(1), (1, 24))
+  fixed = DiTSRBlock(num_heads=2, shift=True, norm_groups=8, resolution=8)
+  params = jax.tree.map(lambda p: p + 0.05, fixed.init(jax.random.key(2), x, emb)["params"])
+  unshifted = DiTSRBlock(num_heads=2, shift=False, norm_groups=8).apply({"params": params}, x, emb)
+  np.testing.assert_allclose(fixed.apply({"params": params}, x, emb), unshifted, atol=1e-6)
+  shifted = DiTSRBlock(num_heads=2, shift=True, norm_groups=8).apply({"params": params}, x, emb)
+  assert float(jnp.max(jnp.abs(shifted - unshifted))) > 1e-3
+  small = DiTSRBlock(num_heads=2, norm_groups=8, resolution=4)
+  shapes = flax.linen.unbox(jax.eval_shape(small.init, jax.random.key(2), x, emb)["params"])
+  assert shapes["attn"]["relative_position_bias_table"].shape == (49, 2)
+  assert shapes["adafm_msa"]["kernel"].shape == (24, 4 * 3)
 
 
 @pytest.mark.parametrize("cls,extra", [(DiTSR, {}), (DiTSR, {"conditioning": "adaln"}),

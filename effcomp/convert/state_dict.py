@@ -23,6 +23,7 @@ import numpy as np
 from safetensors import numpy as safetensors_np
 
 Path = Tuple[str, ...]
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,9 @@ def read(path: str, containers: Sequence[str] = ("state_dict", "model")) -> Dict
 
   .pth/.pt/.th/.ckpt/.bin: `torch.load(map_location='cpu', weights_only=True)` (no code in
   the file is run); .safetensors; .npz. When the file holds a dict of dicts, the first of
-  `containers` present is the state dict (e.g. BasicSR's 'params_ema', DiT's 'ema'); a
-  `module.` prefix (DataParallel) is stripped. Non-tensor entries are dropped.
+  `containers` present is the state dict (e.g. BasicSR's 'params_ema', DiT's 'ema'); the
+  prefixes `module.` (DataParallel) and `_orig_mod.` (torch.compile) are stripped.
+  Non-tensor entries are dropped.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"checkpoint={path!r}: no such file")
@@ -101,7 +103,9 @@ def read(path: str, containers: Sequence[str] = ("state_dict", "model")) -> Dict
   for key, value in raw.items():
     array = value.detach().cpu().numpy() if hasattr(value, "detach") else value
     if isinstance(array, np.ndarray):
-      tensors[key[len("module."):] if key.startswith("module.") else key] = array
+      for prefix in WRAPPER_PREFIXES:
+        key = key.removeprefix(prefix)
+      tensors[key] = array
   if not tensors:
     raise ValueError(f"checkpoint={path!r}: no tensors (top-level keys {sorted(raw)[:10]}; "
                      f"expected a state dict or one of {list(containers)})")

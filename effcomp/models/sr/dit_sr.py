@@ -24,19 +24,37 @@ level, swin_depth 6, swin_embed_dim 192, head width 32, window 8, mlp_ratio 4, d
   AdaFM (`adafm`): the map is cut into p×p patches (p = fft_patch_size, 8), each patch's
   2-D real DFT is multiplied by a timestep-dependent per-frequency scale s [p, p//2+1]
   (shared by channels and patches), and transformed back. s = SiLU → Linear of the time
-  embedding (one per AdaFM).
+  embedding, one Linear per AdaFM (`adafm_msa`, `adafm_mlp`: reference `adaLN_scale_msa`,
+  `adaLN_scale_mlp`).
 
 Deviations:
   * s = 1 + Linear(·) with the Linear zero-initialized, so every AdaFM starts as the
     identity (irfft2(rfft2(x)) = x); the reference uses the raw output of a default
     torch Linear, which starts near 0 and suppresses every frequency at initialization.
-    Both span the same functions (the bias absorbs the 1).
+    Both span the same functions (the bias absorbs the 1: `effcomp.convert.ditsr` reads
+    an official bias b as b − 1).
   * conditioning='adaln' is the paper's ablation baseline: the same block with
     GroupNorm(x)·(1 + scale) + shift per channel (scale, shift from a zero-initialized
     Linear, as DiT's adaLN without its gate); 'none' is ResShift's unconditioned Swin
     block. The reference's AdaLN block class is not in the published code.
   * Windows and the FFT patch shrink to the map's side where it is smaller (reference
     SwinTransformerBlock: window = min(resolution) and no shift when resolution ≤ window).
+    The reference decides this once, for the side its level has at the construction-time
+    `image_size` (the training crop), and keeps it for larger inputs (ResShift's and
+    DiT-SR's inference scripts chop at 512² latents, by default, for a model built for
+    64²: the deepest level, 8² at 64², never shifts); effcomp decides it from the input's side
+    unless `image_size` is set (a compatibility field; converted checkpoints set it), with
+    which a level's side counts as at most image_size / 2^level.
+  * The shifted windows' mask is Swin's (`window_mask='swin'`): tokens that the cyclic
+    shift brought together from opposite borders, along rows or columns, do not attend to
+    each other. The reference's `calculate_mask` (ResShift's, kept by DiT-SR; Swin's
+    ported to NCHW) fills `img_mask[:, h, w, :]` of a [1, 1, H, W] tensor, so only the last
+    row slice lands and the column slices split the rows, and it flattens each window
+    column-major (`permute(0, 2, 3, 1)`) where the attention flattens row-major: token
+    (r, c) of window (i, j) gets the region of row i·w + c. In effect only the bottom row
+    of windows is masked, between its first w − shift and last shift columns. The released
+    checkpoints were trained with that mask; `window_mask='reference'`
+    (`reference_window_mask`) computes it (a compatibility field).
   * The LR condition must have x's height and width (lq_size = image_size, the recipe's
     case); the reference's strided feature extractor for larger LR is not implemented.
 """
@@ -49,11 +67,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from effcomp.models.dit.dit import timestep_embedding
+from effcomp.models.sr import swinir
 from effcomp.models.sr.common import conv
 from effcomp.models.sr.swinir import dense, shifted_window_attention
 from effcomp.registry import MODELS
 
 CONDITIONINGS = ("adafm", "adaln", "none")
+WINDOW_MASKS = ("swin", "reference")
 
 
 def _dft_matrices(p: int):
@@ -91,6 +111,41 @@ def adafm(x: jax.Array, scale: jax.Array, patch: int) -> jax.Array:
   return jnp.real(out).reshape(b, h, w, c).astype(x.dtype)
 
 
+def reference_window_mask(height: int, width: int, window_size: int, shift: int
+                          ) -> np.ndarray:
+  """[nW, w², w²] additive mask of the reference code's shifted windows (module docstring):
+  rows [0, H − w), [H − w, H − shift), [H − shift, H) are regions 0, 1, 2; token (r, c) of
+  window (i, j) (row-major, as `swinir.window_partition`) is in the region of row i·w + c;
+  pairs from different regions get `swinir.MASK_VALUE`, else 0."""
+  ws = window_size
+  region = np.zeros(height, np.int32)
+  region[height - ws:height - shift] = 1
+  region[height - shift:] = 2
+  rows = np.arange(height // ws)[:, None] * ws + np.arange(ws)[None, :]  # [nH, w]: i·w + c
+  ids = np.broadcast_to(region[rows][:, None, None, :], (height // ws, width // ws, ws, ws))
+  ids = ids.reshape(-1, ws * ws)
+  return np.where(ids[:, None, :] != ids[:, :, None], swinir.MASK_VALUE, 0.0).astype(np.float32)
+
+
+def window_attention(h: jax.Array, num_heads: int, window_size: int, shift: int,
+                     window_mask: str, dtype: Any) -> jax.Array:
+  """`swinir.shifted_window_attention` on h [B, H, W, C] with the shifted windows masked
+  as `window_mask` says ('swin' or 'reference'); the attention is the caller's submodule
+  'attn'."""
+  if window_mask not in WINDOW_MASKS:
+    raise ValueError(f"window_mask={window_mask!r}: expected one of {WINDOW_MASKS}")
+  if window_mask == "swin" or not shift:
+    return shifted_window_attention(h, num_heads, window_size, shift, dtype)
+  _, height, width, c = h.shape
+  ws = window_size
+  h = jnp.roll(h, (-shift, -shift), axis=(1, 2))
+  mask = jnp.asarray(reference_window_mask(height, width, ws, shift))
+  h = swinir.WindowAttention(num_heads, ws, dtype=dtype, name="attn")(
+      swinir.window_partition(h, ws).reshape(-1, ws * ws, c), mask)
+  h = swinir.window_reverse(h.reshape(-1, ws, ws, c), ws, height, width)
+  return jnp.roll(h, (shift, shift), axis=(1, 2))
+
+
 def group_norm(groups: int, dtype: Any, name: str) -> nn.GroupNorm:
   """The reference `normalization` (GroupNorm32: 32 groups, eps 1e-5, in float32)."""
   return nn.GroupNorm(num_groups=groups, epsilon=1e-5, dtype=jnp.float32, name=name,
@@ -110,7 +165,11 @@ def conv1x1(x: jax.Array, features: int, dtype: Any, name: str) -> jax.Array:
 
 
 class DiTSRBlock(nn.Module):
-  """One Swin block with timestep conditioning on x [B, H, W, C], emb [B, E] (module doc)."""
+  """One Swin block with timestep conditioning on x [B, H, W, C], emb [B, E] (module doc).
+
+  resolution: the side the reference built the block for (None: the input's): windows,
+  shift and FFT patch follow min(H, W, resolution). window_mask: 'swin' or 'reference'.
+  """
   num_heads: int
   window_size: int = 8
   shift: bool = False
@@ -120,20 +179,24 @@ class DiTSRBlock(nn.Module):
   dropout: float = 0.0
   norm_groups: int = 32
   dtype: Any = jnp.float32
+  resolution: Optional[int] = None
+  window_mask: str = "swin"
 
   @nn.compact
   def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
     b, height, width, c = x.shape
-    ws = min(self.window_size, height, width)
-    shift = ws // 2 if self.shift and min(height, width) > self.window_size else 0
+    side = min(height, width, self.resolution or height)
+    ws = min(self.window_size, side)
+    shift = ws // 2 if self.shift and side > self.window_size else 0
     if height % ws or width % ws:
       raise ValueError(f"DiTSRBlock: map {height}×{width} is not a multiple of the window {ws}")
     drop = nn.Dropout(self.dropout, deterministic=not train)
     e = nn.silu(emb)
     if self.conditioning == "adafm":
-      p = min(self.fft_patch_size, height, width)
-      scales = 1.0 + zero_dense(2 * p * (p // 2 + 1), "adafm")(e).reshape(b, 2, p, p // 2 + 1)
-      modulate = lambda h, i: adafm(h, scales[:, i], p)
+      p = min(self.fft_patch_size, side)
+      scales = [1.0 + zero_dense(p * (p // 2 + 1), f"adafm_{n}")(e).reshape(b, p, p // 2 + 1)
+                for n in ("msa", "mlp")]
+      modulate = lambda h, i: adafm(h, scales[i], p)
     elif self.conditioning == "adaln":
       mod = zero_dense(4 * c, "adaln")(e).reshape(b, 1, 1, 4, c)
       modulate = lambda h, i: h * (1 + mod[..., 2 * i, :]) + mod[..., 2 * i + 1, :]
@@ -142,7 +205,7 @@ class DiTSRBlock(nn.Module):
     else:
       raise ValueError(f"conditioning={self.conditioning!r}: expected one of {CONDITIONINGS}")
     h = modulate(group_norm(self.norm_groups, self.dtype, "norm1")(x), 0).astype(self.dtype)
-    x = x + drop(shifted_window_attention(h, self.num_heads, ws, shift, self.dtype))
+    x = x + drop(window_attention(h, self.num_heads, ws, shift, self.window_mask, self.dtype))
     h = modulate(group_norm(self.norm_groups, self.dtype, "norm2")(x), 1).astype(self.dtype)
     h = drop(nn.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h),
                      approximate=False))
@@ -161,6 +224,8 @@ class Stage(nn.Module):
   dropout: float = 0.0
   norm_groups: int = 32
   dtype: Any = jnp.float32
+  resolution: Optional[int] = None
+  window_mask: str = "swin"
 
   @nn.compact
   def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
@@ -169,7 +234,8 @@ class Stage(nn.Module):
     for j in range(self.depth):
       h = DiTSRBlock(self.num_heads, self.window_size, j % 2 == 1, self.mlp_ratio,
                      self.conditioning, self.fft_patch_size, self.dropout, self.norm_groups,
-                     self.dtype, name=f"blocks_{j}")(h, emb, train)
+                     self.dtype, self.resolution, self.window_mask,
+                     name=f"blocks_{j}")(h, emb, train)
     return conv1x1(h, ch, self.dtype, "patch_unembed")
 
 
@@ -211,6 +277,12 @@ def check_widths(model) -> None:
                        f"(model_channels·channel_mult and swin_embed_dim); {ch} is not")
 
 
+def level_side(model, level: int) -> Optional[int]:
+  """The side a U-shaped denoiser's `level` had when the reference was built for
+  `model.image_size` (None when unset)."""
+  return None if model.image_size is None else max(model.image_size // 2 ** level, 1)
+
+
 def has_stage(model, level: int) -> bool:
   """Whether a U-shaped denoiser's `level` has a transformer Stage (`attention_levels`)."""
   return model.attention_levels is None or level in model.attention_levels
@@ -242,6 +314,10 @@ class DiTSR(nn.Module):
     window_size, mlp_ratio, fft_patch_size, dropout, norm_groups: block settings.
     conditioning: 'adafm' (DiT-SR), 'adaln' (ablation) or 'none'.
     attention_levels: levels with a Stage (None: all, the recipe); others pass through.
+    image_size: the reference's construction-time input side (its `image_size`, 64 in the
+      recipe): level l's windows, shifts and FFT patches are the reference's for a side of
+      image_size / 2^l at any larger input (module docstring); None: the input's own.
+    window_mask: 'swin' (Swin's shifted-window mask) or 'reference' (the reference code's).
   """
   scale: int = 4
   in_channels: int = 3
@@ -259,12 +335,15 @@ class DiTSR(nn.Module):
   attention_levels: Optional[Tuple[int, ...]] = None
   dropout: float = 0.1
   norm_groups: int = 32
+  image_size: Optional[int] = None
+  window_mask: str = "swin"
   dtype: str = "float32"
 
-  def stage(self, name: str, depth: int):
+  def stage(self, name: str, depth: int, level: int):
     return Stage(self.swin_embed_dim, depth, self.swin_embed_dim // self.num_head_channels,
                  self.window_size, self.mlp_ratio, self.conditioning, self.fft_patch_size,
-                 self.dropout, self.norm_groups, self.dtype, name=name)
+                 self.dropout, self.norm_groups, self.dtype, level_side(self, level),
+                 self.window_mask, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False
@@ -280,18 +359,18 @@ class DiTSR(nn.Module):
     skips = [h]
     for level in range(levels):
       if has_stage(self, level):
-        h = self.stage(f"down_{level}_stage", self.swin_depth)(h, emb, train)
+        h = self.stage(f"down_{level}_stage", self.swin_depth, level)(h, emb, train)
       skips.append(h)
       if level < levels - 1:
         h = downsample(h, mc * self.channel_mult[level + 1], dt, f"down_{level}_downsample")
         skips.append(h)
-    h = self.stage("middle", self.swin_depth)(h, emb, train)
+    h = self.stage("middle", self.swin_depth, levels - 1)(h, emb, train)
     for level in reversed(range(levels)):
       ch = mc * self.channel_mult[level]
       for i, depth in enumerate((self.swin_depth, 1)):
         h = conv(jnp.concatenate([h, skips.pop()], -1), ch, dt, f"up_{level}_{i}_conv")
         if has_stage(self, level):
-          h = self.stage(f"up_{level}_{i}_stage", depth)(h, emb, train)
+          h = self.stage(f"up_{level}_{i}_stage", depth, level)(h, emb, train)
       if level > 0:
         h = upsample(h, mc * self.channel_mult[level - 1], dt, f"up_{level}_upsample")
     h = nn.silu(group_norm(self.norm_groups, dt, "out_norm")(h))

@@ -19,7 +19,10 @@ every level, swin_depth 2, swin_embed_dim 192, head width 32, window 8, mlp_rati
 
 Stages, resampling, the time embedding and the input check are DiT-SR's
 (`effcomp.models.sr.dit_sr`) with conditioning 'none', so the two backbones differ only in
-what the paper changes.
+what the paper changes; so are the deviations from the reference's Swin blocks and their
+compatibility fields (`image_size`: windows and shifts fixed at construction;
+`window_mask='reference'`: the reference's shifted-window mask). `effcomp.convert.resshift`
+reads the released checkpoints.
 """
 
 from typing import Optional, Tuple
@@ -30,7 +33,8 @@ import jax.numpy as jnp
 
 from effcomp.models.sr.common import CONV_AXES, conv
 from effcomp.models.sr.dit_sr import (Stage, TimeEmbedding, check_unet_input, check_widths,
-                                      conv1x1, downsample, group_norm, has_stage, upsample)
+                                      conv1x1, downsample, group_norm, has_stage, level_side,
+                                      upsample)
 from effcomp.models.sr.swinir import dense
 from effcomp.registry import MODELS
 
@@ -61,7 +65,9 @@ class ResBlock(nn.Module):
 class ResShiftUNet(nn.Module):
   """ResShift's UNetModelSwin: (x_t, t, lq) → [B, H, W, out_channels] (module docstring).
 
-  Attributes as `DiTSR`'s, plus num_res_blocks (per level); the Stages are unconditioned.
+  Attributes as `DiTSR`'s (image_size and window_mask included: the compatibility fields
+  for the reference's windows and shifted-window mask), plus num_res_blocks (per level);
+  the Stages are unconditioned.
   """
   scale: int = 4
   in_channels: int = 3
@@ -78,13 +84,16 @@ class ResShiftUNet(nn.Module):
   attention_levels: Optional[Tuple[int, ...]] = None
   dropout: float = 0.0
   norm_groups: int = 32
+  image_size: Optional[int] = None
+  window_mask: str = "swin"
   dtype: str = "float32"
 
-  def stage(self, name: str):
+  def stage(self, name: str, level: int):
     return Stage(self.swin_embed_dim, self.swin_depth,
                  self.swin_embed_dim // self.num_head_channels, self.window_size,
                  self.mlp_ratio, "none", dropout=self.dropout, norm_groups=self.norm_groups,
-                 dtype=self.dtype, name=name)
+                 dtype=self.dtype, resolution=level_side(self, level),
+                 window_mask=self.window_mask, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False
@@ -103,20 +112,20 @@ class ResShiftUNet(nn.Module):
       for j in range(self.num_res_blocks):
         h = res(mc * mult, f"down_{level}_{j}_res")(h, emb, train)
         if j == 0 and has_stage(self, level):
-          h = self.stage(f"down_{level}_{j}_stage")(h, emb, train)
+          h = self.stage(f"down_{level}_{j}_stage", level)(h, emb, train)
         skips.append(h)
       if level < levels - 1:
         h = downsample(h, h.shape[-1], dt, f"down_{level}_downsample")
         skips.append(h)
     h = res(h.shape[-1], "middle_res_0")(h, emb, train)
-    h = self.stage("middle_stage")(h, emb, train)
+    h = self.stage("middle_stage", levels - 1)(h, emb, train)
     h = res(h.shape[-1], "middle_res_1")(h, emb, train)
     for level in reversed(range(levels)):
       ch = mc * self.channel_mult[level]
       for i in range(self.num_res_blocks + 1):
         h = res(ch, f"up_{level}_{i}_res")(jnp.concatenate([h, skips.pop()], -1), emb, train)
         if i == 0 and has_stage(self, level):
-          h = self.stage(f"up_{level}_{i}_stage")(h, emb, train)
+          h = self.stage(f"up_{level}_{i}_stage", level)(h, emb, train)
       if level > 0:
         h = upsample(h, ch, dt, f"up_{level}_upsample")
     h = nn.silu(group_norm(self.norm_groups, dt, "out_norm")(h))
