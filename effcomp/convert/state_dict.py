@@ -12,6 +12,7 @@ how its layout differs (None: the leaf has no official counterpart). Several lea
 read one key (e.g. slices of a fused tensor) through layouts that take the whole tensor.
 """
 
+import argparse
 import dataclasses
 import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
@@ -118,7 +119,9 @@ def _torch_load(path: str) -> Any:
   except ImportError as e:
     raise ImportError(f"checkpoint={path!r} is a PyTorch file, which needs torch to read: "
                       "pip install torch (the CPU build is enough)") from e
-  return torch.load(path, map_location="cpu", weights_only=True)
+  # Training scripts (DiT's and U-DiT's train.py) also save their argparse arguments.
+  with torch.serialization.safe_globals([argparse.Namespace]):
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def leaves(template: Any) -> Dict[Path, Tuple[int, ...]]:

@@ -33,8 +33,9 @@ import jax.numpy as jnp
 from effcomp.nn.depthwise_conv import DepthwiseConv
 
 ATTN_TYPES = ("dot", "cosine")
-# Swin-V2 clamps the learned logit scale at log(100) (reference: clamp(max=4.6052)).
-LOG_MAX_LOGIT_SCALE = math.log(100.0)
+# Swin-V2 clamps the learned logit scale at log(100); the reference writes the constant
+# rounded, clamp(max=4.6052) (udit_models.py), which is used here so weights port exactly.
+LOG_MAX_LOGIT_SCALE = 4.6052
 LOG_INIT_LOGIT_SCALE = math.log(10.0)
 
 
