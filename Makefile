@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 WORKDIR ?= workdirs/demo
 
-.PHONY: install hw-tools demo test test-slow benchmarks constraints clean
+.PHONY: install hw-tools demo test test-slow benchmarks interop constraints clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/sr_figure.py
 	$(PY) benchmarks/circuits.py
 	$(PY) benchmarks/ditsr.py
+
+# effcomp against the official PyTorch code (docs/results/interop.md): the official
+# repositories cloned under OFFICIAL_ROOT; INTEROP_PY a python with effcomp and the official
+# code's dependencies (torch==2.14.1 torchvision==0.29.1 timm progress: a venv of its own,
+# since timm needs torchvision, which the test venv's torch 2.13 cannot import).
+OFFICIAL_ROOT ?= official
+INTEROP_PY ?= $(PY)
+interop:
+	$(INTEROP_PY) benchmarks/interop.py --official_root=$(OFFICIAL_ROOT)
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:
