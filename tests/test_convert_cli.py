@@ -10,13 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from effcomp import config as config_lib
 from effcomp import runs
-from effcomp.convert import adabin, state_dict
+from effcomp.convert import adabin, basicsr, dit, state_dict
 from effcomp.data import pipeline
-from effcomp.runs import convert
-from effcomp.tasks import classification
+from effcomp.runs import convert, sample, upscale
+from effcomp.runs.run import abstract_variables
+from effcomp.tasks import classification, sr
 from tests.conftest import run_python
 from tests.test_data_builders import _fake_cifar_batches, _write_fake_cifar
 
@@ -97,3 +99,40 @@ def test_bad_sources_models_and_mismatched_checkpoints_are_errors(tmp_path, offi
     convert.import_checkpoint("adabin", path, config(**{"model.num_classes": 7}),
                               str(tmp_path / "d"))
   assert not any((tmp_path / n).exists() for n in "abcd")  # nothing written on failure
+
+
+def _official_file(tmp_path, converter, config, name="official.pth"):
+  """(path, variables): random variables of `config`'s model in `converter`'s official file
+  layout, as a bare state dict."""
+  model = runs.build_model(config.model, "float32")
+  template = abstract_variables(config, model)
+  leaves, tree = jax.tree.flatten(nn.unbox(template))
+  keys = jax.random.split(jax.random.key(5), len(leaves))
+  variables = jax.tree.unflatten(tree, [0.1 * jax.random.normal(k, x.shape)
+                                        for k, x in zip(keys, leaves)])
+  tensors = state_dict.to_state_dict(variables, converter.name_map(model))
+  torch.save({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, tmp_path / name)
+  return str(tmp_path / name), variables
+
+
+def test_converted_sr_and_diffusion_runs_upscale_and_sample(tmp_path, data_dir):
+  """upscale.py's and sample.py's acts read converted runs (BasicSR EDSR, official DiT)."""
+  del data_dir
+  sr_config = config_lib.load("configs/sr_photos.py:model=edsr",
+                              **{"model.n_resblocks": 1, "model.n_feats": 8})
+  path, variables = _official_file(tmp_path, basicsr, sr_config)
+  convert.import_checkpoint("basicsr", path, sr_config, str(tmp_path / "edsr"))
+  upscale_fn, scale = upscale.upscaler(runs.open(str(tmp_path / "edsr")))
+  lr = np.random.default_rng(0).integers(0, 256, (9, 11, 3), np.uint8)
+  model = runs.build_model(sr_config.model, "float32")
+  expected = sr.upscale(model, variables, lr)
+  np.testing.assert_array_equal(upscale_fn(lr), expected)
+  assert expected.shape == (9 * scale, 11 * scale, 3)
+  dit_config = config_lib.load("configs/diffusion_digits.py:model=DiT-T/2",
+                               **{"model.hidden_size": 32, "model.depth": 1,
+                                  "model.num_heads": 2})
+  path, _ = _official_file(tmp_path, dit, dit_config, "dit.pt")
+  convert.import_checkpoint("dit", path, dit_config, str(tmp_path / "dit"))
+  grid = sample.class_grid(runs.open(str(tmp_path / "dit")), str(tmp_path / "grid.png"),
+                           num_samples=1, steps="4")
+  assert np.asarray(Image.open(grid)).shape == (10 * 16, 16)
