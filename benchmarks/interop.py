@@ -47,7 +47,7 @@ flags.DEFINE_list("systems", list(SYSTEMS), f"Which of {sorted(SYSTEMS)} to comp
 flags.DEFINE_bool("timing", True, "Also time the train steps (DiT-S/2, U-DiT-S, ResNet-20).")
 FLAGS = flags.FLAGS
 
-COLUMNS = ["system", "model", "weights", "max |Δ| / max |y|", "argmax agreement",
+COLUMNS = ["system", "model", "weights", "max |Δ|", "max |Δ| / max |y|", "argmax agreement",
            "params (official)", "params (effcomp)", "GMACs (official)", "GMACs (effcomp)",
            "train step effcomp / PyTorch", "note"]
 

@@ -126,6 +126,7 @@ def row(system: str, model: str, weights: str, ours: np.ndarray, theirs: np.ndar
   if argmax:
     agree = f"{int((ours.argmax(-1) == theirs.argmax(-1)).sum())}/{ours.shape[0]}"
   return {"system": system, "model": model, "weights": weights,
+          "max |Δ|": float(np.abs(ours.astype(np.float64) - theirs).max()),
           "max |Δ| / max |y|": relative_max_diff(ours, theirs), "argmax agreement": agree,
           "params (official)": int(params[0]), "params (effcomp)": int(params[1]),
           "GMACs (official)": float(gmacs[0]), "GMACs (effcomp)": float(gmacs[1]),

@@ -9,7 +9,9 @@ learning rate, EMA (with warm-up here), label dropout 0.1 for classifier-free gu
   python experiments/sample.py --config=configs/diffusion_digits.py:model=U-DiT-T \\
       --workdir=workdirs/udit_digits --guidance_scale=2 --output=udit_digits.png
 
-Arguments: model (a name of `SIZES`), steps, batch, lr, seed, autoencoder (the workdir of
+Arguments: model (a name of `SIZES`), objective ('eps' with learned sigma, DiT's; 'v',
+'x0' with fixed variance; 'flow': rectified flow with logit-normal times, sampled with
+Euler/Heun, `effcomp.tasks.diffusion`), steps, batch, lr, seed, autoencoder (the workdir of
 a `configs/autoencoder_small.py:data=digits` run: latent diffusion on its 8×8×4 latents,
 scaled by latent_scale, 0 = the autoencoder's scaling_factor; empty: pixel space). Sizes (multiply-adds per
 sample at 16×16×1, `effcomp.metrics.flops.analytic_macs`): DiT-T/2 (hidden 128, 6 blocks,
@@ -21,7 +23,8 @@ fraction of DiT-T/2's cost). Cost: about 0.1–0.3 s per step of 64 on 2 CPU cor
 from effcomp import config as config_lib
 from effcomp import recipes
 
-COMMON = {"input_size": 16, "in_channels": 1, "num_classes": 10, "learn_sigma": True}
+COMMON = {"input_size": 16, "in_channels": 1, "num_classes": 10}
+OBJECTIVES = ("eps", "v", "x0", "flow")
 # U-DiT's modifications, each overridable for ablations (--config.model.ffn=mlp, …).
 UDIT_OPTIONS = {"down_factor": 2, "attn_type": "cosine", "rope": True, "ffn": "rep"}
 SIZES = {
@@ -35,14 +38,19 @@ SIZES = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, model="DiT-T/2", steps=2000, batch=64, lr=1e-3, seed=0,
-                           autoencoder="", latent_scale=0.0)
+  a = config_lib.parse_arg(arg, model="DiT-T/2", objective="eps", steps=2000, batch=64,
+                           lr=1e-3, seed=0, autoencoder="", latent_scale=0.0)
   if a.model not in SIZES:
     raise ValueError(f"config argument model={a.model!r}: expected one of {sorted(SIZES)}")
+  if a.objective not in OBJECTIVES:
+    raise ValueError(f"config argument objective={a.objective!r}: expected one of {OBJECTIVES}")
   latent = {"input_size": 8, "in_channels": 4} if a.autoencoder else {}
-  config = recipes.diffusion({**SIZES[a.model], **COMMON, **latent}, data_name="digits",
-                             steps=a.steps, batch_size=a.batch, lr=a.lr, ema_decay=0.999,
-                             image_size=16)
+  learn_sigma = {"learn_sigma": a.objective == "eps"}  # DiT's hybrid loss for ε only
+  config = recipes.diffusion({**SIZES[a.model], **COMMON, **latent, **learn_sigma},
+                             data_name="digits", steps=a.steps, batch_size=a.batch, lr=a.lr,
+                             ema_decay=0.999, image_size=16)
+  config.task.objective = a.objective
+  config.task.learn_sigma = learn_sigma["learn_sigma"]
   config.teacher.workdir = a.autoencoder
   config.task.latent_scale = a.latent_scale
   config.seed = a.seed

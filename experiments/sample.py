@@ -32,7 +32,8 @@ flags.DEFINE_float("top_p", 0.95, "Nucleus sampling mass (1 = plain sampling).")
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt (per class for diffusion).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_float("guidance_scale", 1.0, "Diffusion: classifier-free guidance scale (1 = none).")
-flags.DEFINE_string("sampler", "ddpm", "Diffusion: ddpm | ddim | euler | heun.")
+flags.DEFINE_string("sampler", None, "Diffusion: ddpm | ddim (diffusion models; default "
+                    "ddpm) or euler | heun (flow models; default euler).")
 flags.DEFINE_string("steps", "250", "Diffusion: sampling steps (respacing, e.g. 250 or ddim25).")
 flags.DEFINE_string("output", None, "Diffusion: PNG path (default <workdir>/samples.png).")
 FLAGS = flags.FLAGS

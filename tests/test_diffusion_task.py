@@ -66,6 +66,34 @@ def test_pixel_diffusion_learns_and_samples_a_grid(tmp_path, data_dir, model):
   assert grid.shape == (10 * 16, 3 * 16) and grid.dtype == np.uint8 and grid.std() > 0
 
 
+def test_flow_objective_trains_and_samples_with_its_own_samplers(tmp_path, data_dir):
+  """objective=flow from the same config: velocity loss falls, the model sees t·1000, the
+  default sampler is Euler, and a diffusion sampler is refused by name."""
+  del data_dir
+  config = config_lib.load("configs/diffusion_digits.py:model=DiT-T/2,objective=flow,steps=40",
+                           **{**TINY["DiT-T/2"], **RUN})
+  assert not config.model.learn_sigma and config.task.flow_time_distribution == "logit_normal"
+  runs.train(config, str(tmp_path))
+  losses = _losses(str(tmp_path))
+  assert losses[-2:].mean() < 0.8 * losses[0], losses  # zero output: E‖ε − x_0‖² ≈ 1.3 at start
+  run = runs.open(str(tmp_path))
+  seen = []
+  spy = type("Spy", (), {"apply": lambda self, v, x, t, y, **kw: seen.append(t) or x})()
+  diffusion.denoiser(spy, {}, config.task, jnp.zeros(2, jnp.int32))(
+      jnp.zeros((2, 1)), jnp.asarray([0.25, 1.0]))
+  np.testing.assert_allclose(seen[0], [250.0, 1000.0])
+  labels = jnp.arange(4) % 10
+  images = diffusion.sample_images(run.model, run.params, labels, jax.random.key(0),
+                                   config=config, steps=6, guidance_scale=2.0)
+  heun = diffusion.sample_images(run.model, run.params, labels, jax.random.key(0),
+                                 config=config, sampler="heun", steps=3, guidance_scale=2.0)
+  assert images.shape == heun.shape == (4, 16, 16, 1) and images.dtype == np.uint8
+  assert np.abs(images.astype(int) - heun.astype(int)).mean() < 40  # one ODE, two solvers
+  with pytest.raises(ValueError, match="sampler='ddim'.*objective='flow'"):
+    diffusion.sample_images(run.model, run.params, labels, jax.random.key(0), config=config,
+                            sampler="ddim", steps=4)
+
+
 def test_learn_sigma_must_agree_between_model_and_task(tmp_path, data_dir):
   del data_dir
   with pytest.raises(ValueError, match="learn_sigma"):

@@ -4,7 +4,7 @@
   sample.class_grid(runs.open("workdirs/udit_digits"), "samples.png", num_samples=8)
 """
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,10 +37,11 @@ def texts(run: Run, prompts: Sequence[str], *, max_new_tokens: int = 100,
 
 
 def class_grid(run: Run, output: str, *, num_samples: int = 8, guidance_scale: float = 1.0,
-               sampler: str = "ddpm", steps="250", seed: int = 0) -> str:
+               sampler: Optional[str] = None, steps="250", seed: int = 0) -> str:
   """Writes a PNG grid of the diffusion run's samples to `output`, one row per class and
   `num_samples` per row (decoded by its autoencoder in latent mode); returns `output`.
-  steps: a count or a respacing such as 'ddim25' (`effcomp.diffusion.samplers`)."""
+  sampler: None picks the run's default ('ddpm', or 'euler' for a flow model); steps: a
+  count or a respacing such as 'ddim25' (`effcomp.diffusion.samplers`)."""
   autoencoder = run.teacher() if run.config.teacher.workdir else None
   labels = jnp.repeat(jnp.arange(run.model.num_classes), num_samples)
   steps = int(steps) if str(steps).isdigit() else steps

@@ -11,6 +11,14 @@ in latent mode, encoded by a frozen autoencoder. The loss is
 linear 1000-step schedule, L_simple + L_vlb); label dropout for classifier-free guidance
 happens inside the model (`class_dropout_prob`).
 
+`objective='flow'`: rectified flow (`effcomp.diffusion.flow`; SD3, Esser et al. 2024):
+the model predicts the velocity ε − x_0 (no learned sigma), training times t ∈ [0, 1]
+from `flow_time_distribution` ('logit_normal' with `flow_logit_mean` / `flow_logit_std`,
+SD3's choice and default here: m = 0, s = 1; or 'uniform'), shifted by `flow_shift` (SD3
+eq. 23; also the sampling grid's shift). The model sees t · `flow_time_scale` (1000, as
+SD3's diffusers pipeline feeds its DiT σ·1000): DiT's sinusoidal timestep embedding was
+built for 0…1000 and is nearly constant over [0, 1]. Sampling: 'euler' or 'heun'.
+
 Latent mode: `config.teacher.workdir` names a finished `autoencoder` run (its recorded
 model, e.g. `autoencoder_kl`); the trainer restores it frozen, as it does a distillation
 teacher, and x_0 = scale · mean of the encoder's posterior, scale = `latent_scale` (0: the
@@ -48,7 +56,31 @@ def task_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "name": "diffusion", "image_size": 0, "objective": "eps", "learn_sigma": True,
       "noise_schedule": "linear", "num_timesteps": 1000, "latent_scale": 0.0,
-      "crop_size": 0, "flip": False, "eval_seed": 0})
+      "crop_size": 0, "flip": False, "eval_seed": 0, "flow_time_distribution": "logit_normal",
+      "flow_logit_mean": 0.0, "flow_logit_std": 1.0, "flow_shift": 1.0,
+      "flow_time_scale": 1000.0})
+
+
+def _is_flow(c) -> bool:
+  return c.objective == "flow"
+
+
+def denoiser(model, variables, c, labels: jax.Array, **kwargs):
+  """`model_fn(x_t, t)` of the objectives and samplers for the conditional `model`: flow
+  times are scaled by `flow_time_scale` (module docstring). kwargs go to `model.apply`."""
+  scale = c.flow_time_scale if _is_flow(c) else 1
+  return lambda x_t, t, y=labels: model.apply(variables, x_t, t * scale, y, **kwargs)
+
+
+def _schedule(c):
+  return None if _is_flow(c) else schedules.create(c.noise_schedule, c.num_timesteps)
+
+
+def _loss_kwargs(c) -> Dict[str, Any]:
+  if not _is_flow(c):
+    return {}
+  return {"t_distribution": c.flow_time_distribution, "logit_mean": c.flow_logit_mean,
+          "logit_std": c.flow_logit_std, "shift": c.flow_shift}
 
 
 def to_model_space(images: jax.Array, image_size: int) -> jax.Array:
@@ -87,11 +119,10 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   if c.objective not in objectives.OBJECTIVES:
     raise ValueError(f"config.task.objective={c.objective!r}: expected one of "
                      f"{objectives.OBJECTIVES}")
-  if bool(getattr(model, "learn_sigma", False)) != bool(c.learn_sigma and c.objective != "flow"):
+  if bool(getattr(model, "learn_sigma", False)) != bool(c.learn_sigma and not _is_flow(c)):
     raise ValueError(f"config.model.learn_sigma={getattr(model, 'learn_sigma', None)} must equal "
                      f"config.task.learn_sigma={c.learn_sigma} (False for objective='flow')")
-  schedule = (None if c.objective == "flow"
-              else schedules.create(c.noise_schedule, c.num_timesteps))
+  schedule, loss_kwargs = _schedule(c), _loss_kwargs(c)
   autoencoder = teacher_model
   scale = latent_scale(c, autoencoder) if autoencoder is not None else 1.0
 
@@ -108,10 +139,10 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   def losses(params, batch, rng, frozen, train):
     x0 = x0_of(batch, frozen)
     rng_loss, rng_drop = jax.random.split(rng)
-    model_fn = lambda x_t, t: model.apply({"params": params}, x_t, t, batch["label"],
-                                          train=train, rngs={"dropout": rng_drop})
+    model_fn = denoiser(model, {"params": params}, c, batch["label"], train=train,
+                        rngs={"dropout": rng_drop})
     return objectives.training_loss(rng_loss, model_fn, x0, schedule, c.objective,
-                                    c.learn_sigma and c.objective != "flow")
+                                    c.learn_sigma and not _is_flow(c), **loss_kwargs)
 
   def loss_fn(params, model_state, batch, rng, teacher_variables, step):
     del step
@@ -156,29 +187,37 @@ def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
   return jnp.zeros((1, model.input_size, model.input_size, model.in_channels)), labels, labels
 
 
+FLOW_SAMPLERS = ("euler", "heun")
+
+
 def sample_images(model, params, labels: jax.Array, rng: jax.Array, *,
-                  config: ml_collections.ConfigDict, sampler: str = "ddpm",
+                  config: ml_collections.ConfigDict, sampler: Optional[str] = None,
                   steps: Any = 250, guidance_scale: float = 1.0,
                   autoencoder=None, autoencoder_variables: Optional[Dict] = None) -> jax.Array:
   """uint8 samples [B, H, W, C] of `model` (trained with `config`) for `labels` [B].
 
   sampler / steps: `effcomp.diffusion.samplers.sample` ('ddpm' with 250 steps is DiT's
-  evaluation; 'ddim' with fewer; 'euler' / 'heun' for flow models). guidance_scale > 1:
-  classifier-free guidance (the null label is `model.num_classes`).
+  evaluation; 'ddim' with fewer; 'euler' / 'heun' for flow models, steps an int); None:
+  'ddpm', or 'euler' for a flow model. guidance_scale ≠ 1: classifier-free guidance (the
+  null label is `model.num_classes`).
   """
   c = task_config(config, task_defaults())
-  learn_sigma = c.learn_sigma and c.objective != "flow"
-  cond = lambda x, t, y: model.apply({"params": params}, x, t, y)
-  if guidance_scale == 1.0:
-    model_fn = lambda x, t: cond(x, t, labels)
-  else:
-    model_fn = guidance.classifier_free_guidance(cond, labels, model.num_classes, guidance_scale,
-                                                 learn_sigma=learn_sigma)
+  flow = _is_flow(c)
+  sampler = sampler or ("euler" if flow else "ddpm")
+  if flow != (sampler in FLOW_SAMPLERS):
+    expected = FLOW_SAMPLERS if flow else tuple(s for s in samplers.SAMPLERS
+                                                if s not in FLOW_SAMPLERS)
+    raise ValueError(f"sampler={sampler!r}: a model trained with objective={c.objective!r} "
+                     f"samples with one of {expected}")
+  learn_sigma = c.learn_sigma and not flow
+  model_fn = denoiser(model, {"params": params}, c, labels)
+  if guidance_scale != 1.0:
+    model_fn = guidance.classifier_free_guidance(model_fn, labels, model.num_classes,
+                                                 guidance_scale, learn_sigma=learn_sigma)
   shape = (labels.shape[0], model.input_size, model.input_size, model.in_channels)
-  schedule = None if c.objective == "flow" else schedules.create(c.noise_schedule, c.num_timesteps)
-  x = samplers.sample(rng, model_fn, shape, schedule, sampler, steps,
-                      prediction="eps" if c.objective == "flow" else c.objective,
-                      learn_sigma=learn_sigma)
+  x = samplers.sample(rng, model_fn, shape, _schedule(c), sampler, steps,
+                      prediction="eps" if flow else c.objective, learn_sigma=learn_sigma,
+                      shift=c.flow_shift)
   if autoencoder is None:
     return to_uint8(x)
   return decode_to_images(autoencoder, autoencoder_variables, x, latent_scale(c, autoencoder))
