@@ -11,7 +11,8 @@ learning rate, EMA (with warm-up here), label dropout 0.1 for classifier-free gu
 
 Arguments: model (a name of `SIZES`), objective ('eps' with learned sigma, DiT's; 'v',
 'x0' with fixed variance; 'flow': rectified flow with logit-normal times, sampled with
-Euler/Heun, `effcomp.tasks.diffusion`), steps, batch, lr, seed, autoencoder (the workdir of
+Euler/Heun, `effcomp.tasks.diffusion`), sigma ('learned' / 'fixed'; default: learned for
+'eps' as DiT, fixed otherwise), steps, batch, lr, seed, autoencoder (the workdir of
 a `configs/autoencoder_small.py:data=digits` run: latent diffusion on its 8×8×4 latents,
 scaled by latent_scale, 0 = the autoencoder's scaling_factor; empty: pixel space). Sizes (multiply-adds per
 sample at 16×16×1, `effcomp.metrics.flops.analytic_macs`): DiT-T/2 (hidden 128, 6 blocks,
@@ -38,14 +39,18 @@ SIZES = {
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, model="DiT-T/2", objective="eps", steps=2000, batch=64,
-                           lr=1e-3, seed=0, autoencoder="", latent_scale=0.0)
+  a = config_lib.parse_arg(arg, model="DiT-T/2", objective="eps", sigma="", steps=2000,
+                           batch=64, lr=1e-3, seed=0, autoencoder="", latent_scale=0.0)
   if a.model not in SIZES:
     raise ValueError(f"config argument model={a.model!r}: expected one of {sorted(SIZES)}")
   if a.objective not in OBJECTIVES:
     raise ValueError(f"config argument objective={a.objective!r}: expected one of {OBJECTIVES}")
   latent = {"input_size": 8, "in_channels": 4} if a.autoencoder else {}
-  learn_sigma = {"learn_sigma": a.objective == "eps"}  # DiT's hybrid loss for ε only
+  if a.sigma not in ("", "learned", "fixed") or (a.objective == "flow" and a.sigma == "learned"):
+    raise ValueError(f"config argument sigma={a.sigma!r}: expected 'learned' or 'fixed' "
+                     "(flow: 'fixed'), or empty for the objective's default")
+  # DiT's hybrid loss (learned Σ) for ε by default; fixed variance for the others.
+  learn_sigma = {"learn_sigma": a.sigma == "learned" or (not a.sigma and a.objective == "eps")}
   config = recipes.diffusion({**SIZES[a.model], **COMMON, **latent, **learn_sigma},
                              data_name="digits", steps=a.steps, batch_size=a.batch, lr=a.lr,
                              ema_decay=0.999, image_size=16)

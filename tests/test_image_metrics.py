@@ -366,3 +366,16 @@ def test_lpips_rejects_mismatched_or_too_small_images():
     model.init(jax.random.key(0), x, x)
   with pytest.raises(ValueError, match="x1.shape"):
     model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 63, 3)))
+
+
+def test_sharpness_ratio_ranks_blur_below_and_noise_above_the_original():
+  hr = data.astronaut()[100:228, 100:228]
+  ramp = np.tile(np.arange(16, dtype=np.float64)[None, :, None] * 4, (16, 1, 3))
+  # A horizontal ramp of 4 per pixel in every channel: Y's gradient is 4·219/255.
+  assert image.gradient_energy(ramp) == pytest.approx(4 * 219 / 255)
+  blurred = ndimage.gaussian_filter(hr.astype(np.float64), (1.5, 1.5, 0))
+  noisy = np.clip(hr + np.random.default_rng(0).normal(0, 20, hr.shape), 0, 255)
+  assert image.sharpness_ratio(hr, hr, 4) == 1.0
+  assert image.sharpness_ratio(blurred, hr, 4) < 0.7 < 1.3 < image.sharpness_ratio(noisy, hr, 4)
+  with pytest.raises(ValueError, match="sr.shape"):
+    image.sharpness_ratio(hr[:10], hr, 4)
