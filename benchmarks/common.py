@@ -37,6 +37,21 @@ def _table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> List[str]:
   return lines + ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
 
 
+def provenance() -> Dict[str, str]:
+  """{'commit', 'date', 'command'} of this process: what every result records."""
+  return {"commit": run_info.git_commit(ROOT), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+          "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}
+
+
+def read_results(topic: str) -> Dict[str, Any] | None:
+  """The JSON record `write_results` last wrote for `topic`, or None."""
+  path = os.path.join(ROOT, "benchmarks", "results", f"{topic}.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str], *,
                   title: str, notes: str = "", extra: Dict[str, Any] | None = None,
                   tables: Sequence[Tuple[str, str, List[Dict[str, Any]], Sequence[str]]] = ()
@@ -47,10 +62,8 @@ def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str]
   tables after the first, each (heading, notes, rows, columns); their rows are recorded
   in the JSON under "tables" by heading.
   """
-  record = {"topic": topic, "commit": run_info.git_commit(ROOT),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-            "machine": machine(), "rows": rows, **(extra or {})}
+  record = {"topic": topic, **provenance(), "machine": machine(), "rows": rows,
+            **(extra or {})}
   if tables:
     record["tables"] = {heading: table_rows for heading, _, table_rows, _ in tables}
   os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)

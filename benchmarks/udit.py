@@ -78,6 +78,9 @@ VARIANTS = {
     "U-DiT-T flow": ("model=U-DiT-T,objective=flow", {}, "U-DiT at DiT-T/2's FLOPs, flow"),
     "U-DiT-T/small flow": ("model=U-DiT-T/small,objective=flow", {},
                            "U-DiT at a fraction of DiT-T/2's FLOPs, flow"),
+    "DiT-T/2 flow uniform t": ("model=DiT-T/2,objective=flow",
+                               {"task.flow_time_distribution": "uniform"},
+                               "ablation: flow with uniform instead of logit-normal times"),
     "DiT-T/2 fixed σ": ("model=DiT-T/2,sigma=fixed", {}, "ablation: ε with fixed variance"),
     "DiT-T/2 v": ("model=DiT-T/2,objective=v", {}, "ablation: v prediction"),
     "DiT-T/2 x0": ("model=DiT-T/2,objective=x0", {}, "ablation: x0 prediction"),
@@ -98,7 +101,8 @@ def variant_config(name):
 
 
 def _slug(name):
-  return name.lower().replace("/", "_").replace("-", "").replace(" ", "_")
+  return (name.lower().replace("/", "_").replace("-", "").replace(" ", "_")
+          .replace("σ", "sigma"))
 
 
 def digits(split):
