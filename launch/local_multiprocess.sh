@@ -37,8 +37,11 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup INT TERM
 
 for ((i = 0; i < num_processes; i++)); do
+  # Created here, not by the background child's redirection, so that `tail` below
+  # never races the child to open it.
+  : > "$log_dir/process_$i.log"
   "$python" experiments/train.py --coordinator_address="127.0.0.1:$port" \
-      --num_processes="$num_processes" --process_id="$i" "$@" > "$log_dir/process_$i.log" 2>&1 &
+      --num_processes="$num_processes" --process_id="$i" "$@" >> "$log_dir/process_$i.log" 2>&1 &
   pids+=($!)
 done
 tail -n +1 -f "$log_dir/process_0.log" --pid="${pids[0]}" &

@@ -98,6 +98,9 @@ def test_learn_sigma_must_agree_between_model_and_task(tmp_path, data_dir):
   del data_dir
   with pytest.raises(ValueError, match="learn_sigma"):
     runs.setup(_config("DiT-T/2", 2, **{"task.learn_sigma": False}))
+  with pytest.raises(ValueError, match="flow_time_distribution='beta'"):
+    runs.setup(config_lib.load("configs/diffusion_digits.py:model=DiT-T/2,objective=flow",
+                               **{**TINY["DiT-T/2"], "task.flow_time_distribution": "beta"}))
 
 
 def test_latent_diffusion_trains_on_a_frozen_autoencoder(tmp_path, data_dir):

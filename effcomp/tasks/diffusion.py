@@ -40,7 +40,7 @@ import numpy as np
 from clu import metrics as clu_metrics
 
 from effcomp.data import crops
-from effcomp.diffusion import guidance, objectives, samplers, schedules
+from effcomp.diffusion import flow, guidance, objectives, samplers, schedules
 from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 
@@ -122,6 +122,9 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   if bool(getattr(model, "learn_sigma", False)) != bool(c.learn_sigma and not _is_flow(c)):
     raise ValueError(f"config.model.learn_sigma={getattr(model, 'learn_sigma', None)} must equal "
                      f"config.task.learn_sigma={c.learn_sigma} (False for objective='flow')")
+  if _is_flow(c) and c.flow_time_distribution not in flow.TIME_DISTRIBUTIONS:
+    raise ValueError(f"config.task.flow_time_distribution={c.flow_time_distribution!r}: "
+                     f"expected one of {flow.TIME_DISTRIBUTIONS}")
   schedule, loss_kwargs = _schedule(c), _loss_kwargs(c)
   autoencoder = teacher_model
   scale = latent_scale(c, autoencoder) if autoencoder is not None else 1.0
@@ -202,21 +205,21 @@ def sample_images(model, params, labels: jax.Array, rng: jax.Array, *,
   null label is `model.num_classes`).
   """
   c = task_config(config, task_defaults())
-  flow = _is_flow(c)
-  sampler = sampler or ("euler" if flow else "ddpm")
-  if flow != (sampler in FLOW_SAMPLERS):
-    expected = FLOW_SAMPLERS if flow else tuple(s for s in samplers.SAMPLERS
+  is_flow = _is_flow(c)
+  sampler = sampler or ("euler" if is_flow else "ddpm")
+  if is_flow != (sampler in FLOW_SAMPLERS):
+    expected = FLOW_SAMPLERS if is_flow else tuple(s for s in samplers.SAMPLERS
                                                 if s not in FLOW_SAMPLERS)
     raise ValueError(f"sampler={sampler!r}: a model trained with objective={c.objective!r} "
                      f"samples with one of {expected}")
-  learn_sigma = c.learn_sigma and not flow
+  learn_sigma = c.learn_sigma and not is_flow
   model_fn = denoiser(model, {"params": params}, c, labels)
   if guidance_scale != 1.0:
     model_fn = guidance.classifier_free_guidance(model_fn, labels, model.num_classes,
                                                  guidance_scale, learn_sigma=learn_sigma)
   shape = (labels.shape[0], model.input_size, model.input_size, model.in_channels)
   x = samplers.sample(rng, model_fn, shape, _schedule(c), sampler, steps,
-                      prediction="eps" if flow else c.objective, learn_sigma=learn_sigma,
+                      prediction="eps" if is_flow else c.objective, learn_sigma=learn_sigma,
                       shift=c.flow_shift)
   if autoencoder is None:
     return to_uint8(x)
