@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from effcomp.models.dit.udit import UDIT_SIZES, UDiT, UDiTLayer, reparameterize
+from effcomp.models.dit.udit import UDIT_SIZES, FeedForward, UDiT, UDiTLayer, reparameterize
+from effcomp.nn.depthwise_conv import DepthwiseConv
 from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import (DownsampledAttention, rope2d_angles,
                                               space_to_submaps, submaps_to_space)
@@ -253,6 +254,30 @@ def test_reparameterized_layer_computes_the_same_function():
   merged_shapes = jax.eval_shape(reparameterize, _shapes(UDiT(**TINY, ffn="rep"), x, t, y))
   assert jax.tree.map(lambda s: s.shape, merged_shapes) == jax.tree.map(
       lambda s: s.shape, _shapes(UDiT(**TINY, ffn="dwconv"), x, t, y))
+
+
+def test_rep_ffn_runs_its_branches_as_one_conv_with_the_same_outputs_and_gradients():
+  """The 'rep' FFN folds identity + 5×5 + 3×3 + 1×1 into one depthwise 5×5 each step; the
+  reference runs the branches one by one (`FeedForward.forward`, training mode)."""
+  x = _normal((2, 8, 8, 16), 3)
+  ffn = FeedForward(32, "rep")
+  params = _randomize(_shapes(ffn, x), seed=4, scale=0.3)
+  dense = lambda p, h: h @ p["kernel"] + p["bias"]
+
+  def branches(params, x):
+    h = dense(params["project_in_1"], dense(params["project_in_0"], x))
+    h = jax.nn.gelu(h, approximate=False)
+    h = h + sum(DepthwiseConv(k, impl="conv").apply({"params": params[f"dwconv_{k}"]}, h)
+                for k in (5, 3, 1))
+    return dense(params["project_out_1"], dense(params["project_out_0"], h))
+
+  folded = lambda params, x: ffn.apply({"params": params}, x)
+  np.testing.assert_allclose(folded(params, x), branches(params, x), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda params, x: jnp.sum(jnp.sin(f(params, x)))
+  got = jax.grad(loss(folded), argnums=(0, 1))(params, x)
+  want = jax.grad(loss(branches), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b)))), got, want)
 
 
 @pytest.mark.parametrize("overrides", [

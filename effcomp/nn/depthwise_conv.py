@@ -59,6 +59,12 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                     feature_group_count=x.shape[-1])
+  return _shifted(x, kernel)
+
+
+def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Σ_ij pad(x)[:, i:i+H, j:j+W] · kernel[i, j, 0]: the 'SAME' depthwise correlation."""
+  kh, kw = kernel.shape[:2]
   height, width = x.shape[1:3]
   padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
   out = jnp.zeros_like(x)
@@ -66,6 +72,34 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax
     for j in range(kw):
       out = out + padded[:, i:i + height, j:j + width, :] * kernel[i, j, 0]
   return out
+
+
+@jax.custom_vjp
+def _shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _shifted_sum(x, kernel)
+
+
+def _shifted_fwd(x, kernel):
+  return _shifted_sum(x, kernel), (x, kernel)
+
+
+def _shifted_bwd(residuals, g):
+  """The transposes written as shifted sums too: ∂x is the correlation of g with the
+  flipped kernel; ∂kernel[i, j] = Σ pad(x)[:, i:i+H, j:j+W]·g, one fused reduction per
+  tap. Autodiff of the forward would keep k² padded cotangents alive instead (10 GB
+  of temporaries in U-DiT-S's step on CPU, issue 22)."""
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  height, width = x.shape[1:3]
+  dx = _shifted_sum(g, kernel[::-1, ::-1])
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  taps = [jnp.sum(padded[:, i:i + height, j:j + width, :] * g, axis=(0, 1, 2),
+                  dtype=jnp.float32)
+          for i in range(kh) for j in range(kw)]
+  return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+_shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
 class DepthwiseConv(nn.Module):

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guided_output,
                                     label_drop_mask, layer_norm, modulate)
-from effcomp.nn.depthwise_conv import DepthwiseConv
+from effcomp.nn.depthwise_conv import DepthwiseConv, depthwise_conv2d
 from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import ATTN_TYPES, DownsampledAttention, xavier_dense
 from effcomp.registry import MODELS
@@ -90,19 +90,47 @@ class FeedForward(nn.Module):
       raise ValueError(f"ffn={self.kind!r}: expected one of {FFN_TYPES}")
     h = dense(hid // 2, ("embed", "mlp"), "project_in_0")(x)
     h = nn.gelu(dense(hid, ("mlp", "mlp"), "project_in_1")(h), approximate=False)
-    h = h + sum(conv(hid, k, self.dtype, f"dwconv_{k}", depthwise=True)(h) for k in REP_KERNELS)
+    # h + Σ_k DWConv_k(h) run as the one depthwise 5×5 it equals (the branches' kernels
+    # and the identity folded each step, so the gradients reach every branch): a third of
+    # the convolution work of running the branches, the same function.
+    kernel, bias = fold_rep_branches({f"dwconv_{k}": RepBranch(k, name=f"dwconv_{k}")(hid)
+                                      for k in REP_KERNELS})
+    h, kernel, bias = nn.dtypes.promote_dtype(h, kernel, bias, dtype=self.dtype)
+    h = depthwise_conv2d(h, kernel) + bias
     h = dense(hid // 2, ("mlp", "mlp"), "project_out_0")(h)
     return dense(c, ("mlp", "embed"), "project_out_1")(h)
+
+
+class RepBranch(nn.Module):
+  """The parameters of one depthwise k×k branch of the 'rep' FFN, declared exactly as
+  `conv(..., depthwise=True)` declares them (same names, shapes and initializers)."""
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, channels: int) -> dict:
+    names = ("height", "width", None, "embed")
+    k = self.kernel_size
+    return {"kernel": self.param("kernel", nn.with_logical_partitioning(
+                nn.initializers.xavier_uniform(), names), (k, k, 1, channels), jnp.float32),
+            "bias": self.param("bias", nn.with_logical_partitioning(
+                nn.initializers.zeros, ("embed",)), (channels,), jnp.float32)}
+
+
+def fold_rep_branches(p: Mapping) -> Tuple[jax.Array, jax.Array]:
+  """{'dwconv_5', 'dwconv_3', 'dwconv_1'} branch params → (kernel [5, 5, 1, C], bias [C])
+  of the one depthwise 5×5 equal to identity + the three branches (`add_buffer`)."""
+  big = max(REP_KERNELS)
+  kernel = sum(jnp.pad(p[f"dwconv_{k}"]["kernel"] + (k == 1),
+                       ((big // 2 - k // 2,) * 2, (big // 2 - k // 2,) * 2, (0, 0), (0, 0)))
+               for k in REP_KERNELS)
+  return kernel, sum(p[f"dwconv_{k}"]["bias"] for k in REP_KERNELS)
 
 
 def _merge_rep_ffn(p: dict) -> dict:
   """One 'rep' FFN's params → the 'dwconv' FFN computing the same function."""
   def chain(a, b):  # (x @ w1 + b1) @ w2 + b2
     return {"kernel": a["kernel"] @ b["kernel"], "bias": a["bias"] @ b["kernel"] + b["bias"]}
-  k5 = p["dwconv_5"]["kernel"]
-  kernel = k5 + jnp.pad(p["dwconv_3"]["kernel"], ((1, 1), (1, 1), (0, 0), (0, 0)))
-  kernel = kernel + jnp.pad(p["dwconv_1"]["kernel"] + 1.0, ((2, 2), (2, 2), (0, 0), (0, 0)))
-  bias = sum(p[f"dwconv_{k}"]["bias"] for k in REP_KERNELS)
+  kernel, bias = fold_rep_branches(p)
   return {"project_in": chain(p["project_in_0"], p["project_in_1"]),
           "dwconv": {"kernel": kernel, "bias": bias},
           "project_out": chain(p["project_out_0"], p["project_out_1"])}
