@@ -62,11 +62,16 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax
   return _shifted(x, kernel)
 
 
+def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
+  """x zero-padded by k//2 on each side of H and W (odd k: 'SAME')."""
+  return jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+
+
 def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Σ_ij pad(x)[:, i:i+H, j:j+W] · kernel[i, j, 0]: the 'SAME' depthwise correlation."""
   kh, kw = kernel.shape[:2]
   height, width = x.shape[1:3]
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  padded = _pad_same(x, kh, kw)
   out = jnp.zeros_like(x)
   for i in range(kh):
     for j in range(kw):
@@ -92,7 +97,7 @@ def _shifted_bwd(residuals, g):
   kh, kw = kernel.shape[:2]
   height, width = x.shape[1:3]
   dx = _shifted_sum(g, kernel[::-1, ::-1])
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  padded = _pad_same(x, kh, kw)
   taps = [jnp.sum(padded[:, i:i + height, j:j + width, :] * g, axis=(0, 1, 2),
                   dtype=jnp.float32)
           for i in range(kh) for j in range(kw)]

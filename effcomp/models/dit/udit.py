@@ -55,14 +55,20 @@ UDIT_SIZES.update({f"U-DiT-{k}-vanilla": dict(hidden_size=w, num_heads=h, **VANI
                    for k, (w, h) in _WIDTHS.items()})
 
 
+def _conv_inits(depthwise: bool, init=None) -> dict:
+  """`kernel_init` / `bias_init` of a (depthwise) conv: Xavier-uniform (or `init`) kernel,
+  zero bias, with their logical axis names."""
+  names = ("height", "width", None, "embed") if depthwise else (
+      "height", "width", "conv_in", "conv_out")
+  return dict(kernel_init=nn.with_logical_partitioning(
+      init or nn.initializers.xavier_uniform(), names),
+              bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+
+
 def conv(features: int, kernel: int, dtype, name: str, use_bias: bool = True,
          depthwise: bool = False, init=None) -> nn.Module:
   """A stride-1 'same' k×k conv (dense or depthwise), Xavier-uniform kernel, zero bias."""
-  names = ("height", "width", None, "embed") if depthwise else (
-      "height", "width", "conv_in", "conv_out")
-  inits = dict(kernel_init=nn.with_logical_partitioning(
-      init or nn.initializers.xavier_uniform(), names),
-               bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+  inits = _conv_inits(depthwise, init)
   if depthwise:
     return DepthwiseConv(kernel, use_bias=use_bias, dtype=dtype, name=name, **inits)
   return nn.Conv(features, (kernel, kernel), padding="SAME", use_bias=use_bias, dtype=dtype,
@@ -102,18 +108,16 @@ class FeedForward(nn.Module):
 
 
 class RepBranch(nn.Module):
-  """The parameters of one depthwise k×k branch of the 'rep' FFN, declared exactly as
-  `conv(..., depthwise=True)` declares them (same names, shapes and initializers)."""
+  """The parameters of one depthwise k×k branch of the 'rep' FFN, declared as
+  `conv(..., depthwise=True)` declares them (same names, shapes, `_conv_inits`)."""
   kernel_size: int
 
   @nn.compact
   def __call__(self, channels: int) -> dict:
-    names = ("height", "width", None, "embed")
-    k = self.kernel_size
-    return {"kernel": self.param("kernel", nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), names), (k, k, 1, channels), jnp.float32),
-            "bias": self.param("bias", nn.with_logical_partitioning(
-                nn.initializers.zeros, ("embed",)), (channels,), jnp.float32)}
+    k, inits = self.kernel_size, _conv_inits(depthwise=True)
+    return {"kernel": self.param("kernel", inits["kernel_init"], (k, k, 1, channels),
+                                 jnp.float32),
+            "bias": self.param("bias", inits["bias_init"], (channels,), jnp.float32)}
 
 
 def fold_rep_branches(p: Mapping) -> Tuple[jax.Array, jax.Array]:
