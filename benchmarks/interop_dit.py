@@ -66,10 +66,11 @@ def _unfused_gmacs(official: torch.nn.Module, *inputs: torch.Tensor) -> float:
       m.fused_attn = f
 
 
-def _step_ratio(official: torch.nn.Module, model, variables, batch: int = 8) -> float:
-  """Train-step seconds effcomp / PyTorch: MSE of the output against a random target,
-  AdamW (lr 1e-4, weight decay 0: DiT's train.py), label dropout on (train mode), batch
-  of 32×32×4 latents."""
+def train_steps(official: torch.nn.Module, model, variables, batch: int = 8
+                ) -> Dict[str, Callable[[], None]]:
+  """One train step each side, as no-argument functions {'effcomp', 'torch'}: MSE of the
+  output against a random target, AdamW (lr 1e-4, weight decay 0: DiT's train.py), label
+  dropout on (train mode), batch of 32×32×4 latents."""
   rng = np.random.default_rng(1)
   x = rng.normal(size=(batch, *LATENT)).astype(np.float32)
   t, y = rng.integers(0, 1000, batch), rng.integers(0, 1000, batch)
@@ -102,8 +103,31 @@ def _step_ratio(official: torch.nn.Module, model, variables, batch: int = 8) -> 
     torch.nn.functional.mse_loss(official(*inputs), target_t).backward()
     opt.step()
 
-  seconds = ic.interleaved_seconds({"effcomp": effcomp_step, "torch": torch_step})
+  return {"effcomp": effcomp_step, "torch": torch_step}
+
+
+def _step_ratio(official: torch.nn.Module, model, variables) -> float:
+  """Train-step seconds effcomp / PyTorch (`train_steps`, interleaved medians)."""
+  seconds = ic.interleaved_seconds(train_steps(official, model, variables))
   return seconds["effcomp"] / seconds["torch"]
+
+
+def official_and_converted(root: str, name: str):
+  """(official model in train mode, effcomp model, converted variables) for 'DiT-S/2' or
+  'U-DiT-S' with the random weights of this benchmark."""
+  if name == "DiT-S/2":
+    official = _official(root, "DiT", "models", "DiT_S_2")
+    fixed = official.pos_embed.detach().clone()
+    ic.randomize_(official)
+    with torch.no_grad():
+      official.pos_embed.copy_(fixed)
+    model, variables, _ = _effcomp("dit", DIT_SIZES[name], ic.state_dict_numpy(official),
+                                   dit_convert)
+  else:
+    official = ic.randomize_(_official(root, "U-DiT", "udit_models", "U_DiT_S"))
+    model, variables, _ = _effcomp("udit", UDIT_SIZES[name], ic.state_dict_numpy(official),
+                                   udit_convert)
+  return official.train(), model, variables
 
 
 def _dit(root: str, x: np.ndarray, timing: bool) -> List[Dict[str, Any]]:

@@ -148,8 +148,8 @@ def train_and_sample(name):
   macs = flops.analytic_macs(model)
   row = {"model": name, "params (M)": flops.count_params(model) / 1e6,
          "GFLOPs": macs.total / 1e9,
-         "XLA GFLOPs": flops.xla_flops(lambda *a: model.apply({"params": params}, *a),
-                                       *flops.example_inputs(model)) / 1e9,
+         "XLA GFLOPs": flops.xla_flops(lambda *a: flops.unrolled(model).apply(
+             {"params": params}, *a), *flops.example_inputs(model)) / 1e9,
          "objective": config.task.objective, "steps": config.train.steps,
          "eval loss": summary["eval"]["loss"], "train steps/s": float(np.median(rates)),
          "train min": train_minutes}

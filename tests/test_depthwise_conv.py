@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from effcomp.nn import depthwise_conv
 from effcomp.nn.depthwise_conv import DepthwiseConv, auto_impl, depthwise_conv2d
 
 
@@ -20,6 +21,18 @@ def test_shifted_equals_grouped_conv_and_gradients(k):
   g_conv = jax.grad(loss("conv"), argnums=(0, 1))(x, kernel)
   for a, b in zip(g_shift, g_conv):
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2000, 10 ** 6])
+def test_kernel_gradient_is_the_same_for_any_row_blocking(block_bytes, monkeypatch):
+  """The kernel gradient scans blocks of rows (1 row, a few rows, whole images): each
+  blocking gives autodiff's gradient of the grouped convolution."""
+  monkeypatch.setattr(depthwise_conv, "_BLOCK_BYTES", block_bytes)
+  x = jax.random.normal(jax.random.key(0), (3, 12, 7, 8))
+  kernel = jax.random.normal(jax.random.key(1), (5, 5, 1, 8))
+  loss = lambda impl: lambda w: jnp.sum(jnp.sin(depthwise_conv2d(x, w, impl)))
+  np.testing.assert_allclose(jax.grad(loss("shifted"))(kernel), jax.grad(loss("conv"))(kernel),
+                             rtol=1e-5, atol=1e-4)
 
 
 def test_shifted_against_naive_loop():

