@@ -31,6 +31,7 @@ def test_cifar10_recipes_train_on_fake_cifar(tmp_path, cifar_dirs, spec):
   assert summary["steps"] == 2 and 0.0 <= summary["eval"]["accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # three chained runs, over a minute on 2 cores: `make test-slow`
 def test_imagenet_two_step_recipe_chains_teacher_step1_step2(tmp_path):
   _write_fake_imagenet(tmp_path / "manual", np.random.default_rng(0))
   common = {**FAST, "data.data_dir": str(tmp_path / "data"), "data.manual_dir": str(tmp_path / "manual"),

@@ -115,6 +115,7 @@ def _config(steps, **overrides):
                          **{**TINY, **RUN, **overrides})
 
 
+@pytest.mark.slow  # two minutes of training on 2 cores: `make test-slow`
 def test_training_improves_psnr_and_distillation_runs(tmp_path, data_dir):
   del data_dir
   teacher = str(tmp_path / "teacher")
