@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -98,6 +100,47 @@ def torch_gmacs(module: torch.nn.Module, *inputs: Any) -> float:
 def effcomp_gmacs(fn: Callable, *args: Any) -> float:
   """Forward multiply-adds of `fn(*args)` from its jaxpr (`effcomp.metrics.flops`), in G."""
   return flops.jaxpr_macs(fn, *args) / 1e9
+
+
+def adamw_mse_steps(official: torch.nn.Module, model: nn.Module, variables: Any,
+                    inputs: Sequence[np.ndarray], out_channels: int
+                    ) -> Dict[str, Callable[[], None]]:
+  """One train step each side, as no-argument functions {'effcomp', 'torch'}, of a model
+  called as f(*inputs) (NHWC float images, integer timesteps / labels) → images: MSE to a
+  random target with `out_channels`, AdamW (lr 1e-4, no weight decay: DiT's train.py),
+  train mode (dropout, label dropout on). `official` is put in train mode."""
+  target = np.random.default_rng(1).normal(
+      size=(*inputs[0].shape[:-1], out_channels)).astype(np.float32)
+  tx = optax.adamw(1e-4, weight_decay=0.0)
+
+  @jax.jit
+  def step(params, opt_state, key, args, target):
+    def loss(p):
+      out = model.apply({"params": p}, *args, train=True, rngs={"dropout": key})
+      return jnp.mean((out - target) ** 2)
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  integer = [np.issubdtype(a.dtype, np.integer) for a in inputs]
+  args = tuple(jnp.asarray(a, jnp.int32) if i else jnp.asarray(a) for a, i in zip(inputs, integer))
+  state, target_j = [variables["params"], tx.init(variables["params"])], jnp.asarray(target)
+
+  def effcomp_step():
+    state[:] = step(*state, jax.random.key(0), args, target_j)
+    jax.block_until_ready(state[0])
+
+  official.train()
+  opt = torch.optim.AdamW(official.parameters(), lr=1e-4, weight_decay=0)
+  torch_args = [torch.from_numpy(np.asarray(a, np.int64)) if i else nchw(a)
+                for a, i in zip(inputs, integer)]
+  target_t = nchw(target)
+
+  def torch_step():
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(official(*torch_args), target_t).backward()
+    opt.step()
+
+  return {"effcomp": effcomp_step, "torch": torch_step}
 
 
 def interleaved_seconds(fns: Dict[str, Callable[[], Any]], repeats: int = 7,

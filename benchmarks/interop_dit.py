@@ -10,10 +10,8 @@ import os
 from typing import Any, Callable, Dict, List, Tuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import torch
 
 from benchmarks import interop_common as ic
@@ -68,42 +66,12 @@ def _unfused_gmacs(official: torch.nn.Module, *inputs: torch.Tensor) -> float:
 
 def train_steps(official: torch.nn.Module, model, variables, batch: int = 8
                 ) -> Dict[str, Callable[[], None]]:
-  """One train step each side, as no-argument functions {'effcomp', 'torch'}: MSE of the
-  output against a random target, AdamW (lr 1e-4, weight decay 0: DiT's train.py), label
-  dropout on (train mode), batch of 32×32×4 latents."""
+  """One train step each side (`ic.adamw_mse_steps`): batch of 32×32×4 latents, random
+  timesteps and labels."""
   rng = np.random.default_rng(1)
   x = rng.normal(size=(batch, *LATENT)).astype(np.float32)
   t, y = rng.integers(0, 1000, batch), rng.integers(0, 1000, batch)
-  target = rng.normal(size=(batch, *LATENT[:2], model.out_channels)).astype(np.float32)
-  tx = optax.adamw(1e-4, weight_decay=0.0)
-
-  def loss_fn(params, key, xs, ts, ys, targets):
-    out = model.apply({"params": params}, xs, ts, ys, train=True, rngs={"dropout": key})
-    return jnp.mean((out - targets) ** 2)
-
-  @jax.jit
-  def step(params, opt_state, key, xs, ts, ys, targets):
-    grads = jax.grad(loss_fn)(params, key, xs, ts, ys, targets)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  state = [variables["params"], tx.init(variables["params"])]
-  args = (jax.random.key(0), *map(jnp.asarray, (x, t.astype(np.int32), y.astype(np.int32),
-                                                target)))
-
-  def effcomp_step():
-    state[:] = step(*state, *args)
-    jax.block_until_ready(state[0])
-
-  opt = torch.optim.AdamW(official.parameters(), lr=1e-4, weight_decay=0)
-  inputs, target_t = _torch_inputs(x, t, y), ic.nchw(target)
-
-  def torch_step():
-    opt.zero_grad()
-    torch.nn.functional.mse_loss(official(*inputs), target_t).backward()
-    opt.step()
-
-  return {"effcomp": effcomp_step, "torch": torch_step}
+  return ic.adamw_mse_steps(official, model, variables, [x, t, y], model.out_channels)
 
 
 def _step_ratio(official: torch.nn.Module, model, variables) -> float:
@@ -113,34 +81,32 @@ def _step_ratio(official: torch.nn.Module, model, variables) -> float:
 
 
 def official_and_converted(root: str, name: str):
-  """(official model in train mode, effcomp model, converted variables) for 'DiT-S/2' or
-  'U-DiT-S' with the random weights of this benchmark."""
+  """(official model in train mode, effcomp model, converted variables, the official
+  tensors) for 'DiT-S/2' or 'U-DiT-S' with this benchmark's random weights. The tensors are
+  copied in train mode: U-DiT's eval() (`FeedForward.add_buffer`) folds the 'rep' branches
+  into dwconv.0.weight in place (effcomp.convert.udit)."""
   if name == "DiT-S/2":
     official = _official(root, "DiT", "models", "DiT_S_2")
     fixed = official.pos_embed.detach().clone()
     ic.randomize_(official)
-    with torch.no_grad():
+    with torch.no_grad():  # randomize_ draws every Parameter, the frozen table too
       official.pos_embed.copy_(fixed)
-    model, variables, _ = _effcomp("dit", DIT_SIZES[name], ic.state_dict_numpy(official),
-                                   dit_convert)
+    system, converter, expected_unused = "dit", dit_convert, dit_convert.UNUSED
   else:
     official = ic.randomize_(_official(root, "U-DiT", "udit_models", "U_DiT_S"))
-    model, variables, _ = _effcomp("udit", UDIT_SIZES[name], ic.state_dict_numpy(official),
-                                   udit_convert)
-  return official.train(), model, variables
+    system, converter, expected_unused = "udit", udit_convert, ()
+  official.train()
+  tensors = {k: v.copy() for k, v in ic.state_dict_numpy(official).items()}
+  model, variables, report = _effcomp(system, {**DIT_SIZES, **UDIT_SIZES}[name], tensors,
+                                      converter)
+  if report.unused != expected_unused:
+    raise ValueError(f"{name}: {report.lines()}")
+  return official, model, variables, tensors
 
 
 def _dit(root: str, x: np.ndarray, timing: bool) -> List[Dict[str, Any]]:
-  official = _official(root, "DiT", "models", "DiT_S_2")
-  fixed = official.pos_embed.detach().clone()
-  ic.randomize_(official)
-  with torch.no_grad():  # randomize_ draws every Parameter, the frozen table too
-    official.pos_embed.copy_(fixed)
+  official, model, variables, tensors = official_and_converted(root, "DiT-S/2")
   official.eval()
-  tensors = {k: v.copy() for k, v in ic.state_dict_numpy(official).items()}
-  model, variables, report = _effcomp("dit", DIT_SIZES["DiT-S/2"], tensors, dit_convert)
-  if report.unused != dit_convert.UNUSED:
-    raise ValueError(f"DiT-S/2: {report.lines()}")
   pos_delta = float(np.abs(tensors["pos_embed"] - dit_convert.fixed_pos_embed(model)).max())
   forward = _forward(model)
   with torch.no_grad():
@@ -153,21 +119,14 @@ def _dit(root: str, x: np.ndarray, timing: bool) -> List[Dict[str, Any]]:
       theirs, params=(ic.torch_params(official), ic.effcomp_params(variables)),
       gmacs=(_unfused_gmacs(official.eval(), *_torch_inputs(*one)),
              ic.effcomp_gmacs(forward, variables, *one)),
-      note=(f"the official count includes the frozen pos_embed ({fixed.numel():,}), which "
+      note=(f"the official count includes the frozen pos_embed ({official.pos_embed.numel():,}), which "
             f"effcomp computes (max |Δ| {pos_delta:g}); official GMACs with timm's "
             "fused_attn off (FlopCounterMode skips the CPU SDPA kernel)"), **extra)]
 
 
 def _udit(root: str, x: np.ndarray, timing: bool) -> List[Dict[str, Any]]:
-  official = _official(root, "U-DiT", "udit_models", "U_DiT_S")
-  ic.randomize_(official)
-  # Copied before .eval(): FeedForward.add_buffer folds the branches into dwconv.0.weight
-  # in place (effcomp.convert.udit).
-  tensors = {k: v.copy() for k, v in ic.state_dict_numpy(official).items()}
+  official, model, variables, tensors = official_and_converted(root, "U-DiT-S")
   official.eval()
-  model, variables, report = _effcomp("udit", UDIT_SIZES["U-DiT-S"], tensors, udit_convert)
-  if report.unused:
-    raise ValueError(f"U-DiT-S: {report.lines()}")
   folded_model = model.clone(ffn="dwconv")
   folded = {"params": reparameterize(variables["params"])}
   with torch.no_grad():

@@ -48,7 +48,6 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 import torch  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -80,52 +79,13 @@ FLAGS = flags.FLAGS
 _TAG = "@@speed "  # marks protocol lines on a worker's stdout
 
 
-def _adamw_mse_steps(official: torch.nn.Module, model, variables, inputs: List[np.ndarray],
-                     jax_inputs: List[Any], out_channels: int) -> Dict[str, Callable[[], None]]:
-  """A train step each side for a model called as f(*inputs) → NHWC / NCHW images: MSE to
-  a random target, AdamW (lr 1e-4, no weight decay)."""
-  rng = np.random.default_rng(1)
-  x = inputs[0]
-  target = rng.normal(size=(*x.shape[:-1], out_channels)).astype(np.float32)
-  tx = optax.adamw(1e-4, weight_decay=0.0)
-
-  @jax.jit
-  def step(params, opt_state, key, args, target):
-    def loss(p):
-      out = model.apply({"params": p}, *args, train=True, rngs={"dropout": key})
-      return jnp.mean((out - target) ** 2)
-    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  state = [variables["params"], tx.init(variables["params"])]
-  args, target_j = tuple(jax_inputs), jnp.asarray(target)
-
-  def effcomp_step():
-    state[:] = step(*state, jax.random.key(0), args, target_j)
-    jax.block_until_ready(state[0])
-
-  official.train()
-  opt = torch.optim.AdamW(official.parameters(), lr=1e-4, weight_decay=0)
-  torch_args = [ic.nchw(a) if a.ndim == 4 else torch.from_numpy(a).long() for a in inputs]
-  target_t = ic.nchw(target)
-
-  def torch_step():
-    opt.zero_grad()
-    torch.nn.functional.mse_loss(official(*torch_args), target_t).backward()
-    opt.step()
-
-  return {"effcomp": effcomp_step, "torch": torch_step}
-
-
 def _ditsr(root: str) -> Dict[str, Callable[[], None]]:
   official = ic.randomize_(interop_resshift._official(root, "DiT-SR-fork", "DiTSRModel",
                                                       interop_resshift.DITSR))
   model, variables = interop_resshift._effcomp("ditsr", ic.state_dict_numpy(official))
   rng = np.random.default_rng(0)
   x, lq = (rng.normal(size=(2, 64, 64, 3)).astype(np.float32) for _ in range(2))
-  t = np.array([3, 11], np.int32)
-  return _adamw_mse_steps(official, model, variables, [x, t, lq],
-                          [jnp.asarray(x), jnp.asarray(t), jnp.asarray(lq)], 3)
+  return ic.adamw_mse_steps(official, model, variables, [x, np.array([3, 11]), lq], 3)
 
 
 def _minilm() -> Dict[str, Callable[[], None]]:
@@ -169,7 +129,7 @@ def build(case: str, root: str) -> Dict[str, Callable[[], None]]:
   """{'effcomp': fn, 'torch': fn}: one call of each side of `case`."""
   if case in ("dit_s2", "udit_s"):
     name = {"dit_s2": "DiT-S/2", "udit_s": "U-DiT-S"}[case]
-    return interop_dit.train_steps(*interop_dit.official_and_converted(root, name))
+    return interop_dit.train_steps(*interop_dit.official_and_converted(root, name)[:3])
   if case == "ditsr":
     return _ditsr(root)
   if case == "adabin_resnet20":

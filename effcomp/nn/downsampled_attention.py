@@ -161,6 +161,16 @@ def xavier_dense(features: int, axes: Tuple[Optional[str], Optional[str]], dtype
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
 
 
+def conv_inits(depthwise: bool, init=None) -> dict:
+  """`kernel_init` / `bias_init` of a (depthwise) conv: Xavier-uniform (or `init`) kernel,
+  zero bias, with their logical axis names."""
+  names = ("height", "width", None, "embed") if depthwise else (
+      "height", "width", "conv_in", "conv_out")
+  return dict(kernel_init=nn.with_logical_partitioning(
+      init or nn.initializers.xavier_uniform(), names),
+              bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention over the token axis of x: [..., N, C] → [..., N, C].
 
@@ -250,11 +260,7 @@ class DownsampledAttention(nn.Module):
       raise ValueError(f"num_heads={self.num_heads} must divide the width {c}")
     kernel, depthwise = parse_downsampler(self.downsampler)
     if kernel:
-      names = ("height", "width", None, "embed") if depthwise else (
-          "height", "width", "conv_in", "conv_out")
-      inits = dict(kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                            names),
-                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
+      inits = conv_inits(depthwise)
       if depthwise:
         y = DepthwiseConv(kernel, dtype=self.dtype, name="downsampler", **inits)(x)
       else:

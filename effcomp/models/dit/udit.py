@@ -30,7 +30,6 @@ embedder; here one draw per sample is shared by the three stages (so a dropped l
 dropped everywhere, as it is when sampling with guidance).
 """
 
-import functools
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -42,7 +41,8 @@ from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guid
                                     label_drop_mask, layer_norm, modulate)
 from effcomp.nn.depthwise_conv import DepthwiseConv, depthwise_conv2d
 from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
-from effcomp.nn.downsampled_attention import ATTN_TYPES, DownsampledAttention, xavier_dense
+from effcomp.nn.downsampled_attention import (ATTN_TYPES, DownsampledAttention, conv_inits,
+                                              xavier_dense)
 from effcomp.registry import MODELS
 
 STAGES = ("encoder1", "encoder2", "latent", "decoder2", "decoder1")
@@ -56,20 +56,10 @@ UDIT_SIZES.update({f"U-DiT-{k}-vanilla": dict(hidden_size=w, num_heads=h, **VANI
                    for k, (w, h) in _WIDTHS.items()})
 
 
-def _conv_inits(depthwise: bool, init=None) -> dict:
-  """`kernel_init` / `bias_init` of a (depthwise) conv: Xavier-uniform (or `init`) kernel,
-  zero bias, with their logical axis names."""
-  names = ("height", "width", None, "embed") if depthwise else (
-      "height", "width", "conv_in", "conv_out")
-  return dict(kernel_init=nn.with_logical_partitioning(
-      init or nn.initializers.xavier_uniform(), names),
-              bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[-1],)))
-
-
 def conv(features: int, kernel: int, dtype, name: str, use_bias: bool = True,
          depthwise: bool = False, init=None) -> nn.Module:
   """A stride-1 'same' k×k conv (dense or depthwise), Xavier-uniform kernel, zero bias."""
-  inits = _conv_inits(depthwise, init)
+  inits = conv_inits(depthwise, init)
   if depthwise:
     return DepthwiseConv(kernel, use_bias=use_bias, dtype=dtype, name=name, **inits)
   return nn.Conv(features, (kernel, kernel), padding="SAME", use_bias=use_bias, dtype=dtype,
@@ -110,12 +100,12 @@ class FeedForward(nn.Module):
 
 class RepBranch(nn.Module):
   """The parameters of one depthwise k×k branch of the 'rep' FFN, declared as
-  `conv(..., depthwise=True)` declares them (same names, shapes, `_conv_inits`)."""
+  `conv(..., depthwise=True)` declares them (same names, shapes, `conv_inits`)."""
   kernel_size: int
 
   @nn.compact
   def __call__(self, channels: int) -> dict:
-    k, inits = self.kernel_size, _conv_inits(depthwise=True)
+    k, inits = self.kernel_size, conv_inits(depthwise=True)
     return {"kernel": self.param("kernel", inits["kernel_init"], (k, k, 1, channels),
                                  jnp.float32),
             "bias": self.param("bias", inits["bias_init"], (channels,), jnp.float32)}
@@ -266,17 +256,16 @@ class UDiT(nn.Module):
                        f"{', '.join(map(str, expected))}] (NHWC: input_size, in_channels)")
 
   def _stage(self, s: int, x: jax.Array, c: jax.Array) -> jax.Array:
-    layer = functools.partial(UDiTLayer, self.num_heads, self.mlp_ratio, self.down_factors[s],
-                              self.downsampler, self.down_shortcut, self.attn_type, self.rope,
-                              self.ffn, self.dtype)
+    args = (self.num_heads, self.mlp_ratio, self.down_factors[s], self.downsampler,
+            self.down_shortcut, self.attn_type, self.rope, self.ffn, self.dtype)
     names = [f"{STAGES[s]}_{i}" for i in range(2 * self.depth[s])]
     scan = self.scan_layers if isinstance(self.scan_layers, bool) else self.scan_layers[s]
     if scan and names and not self.is_initializing():
-      x = self._scan_layers(layer(), names, x, c)
+      x = self._scan_layers(UDiTLayer(*args), names, x, c)
     else:
       layer_cls = nn.remat(UDiTLayer) if self.remat else UDiTLayer
       for name in names:
-        x = layer_cls(*layer.args, name=name)(x, c)
+        x = layer_cls(*args, name=name)(x, c)
     self.sow("intermediates", STAGES[s], x)
     return x
 
