@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # unless it asks for more itself.
 PYTEST_WORKERS ?= 2
 WORKDIR ?= workdirs/demo
+# Huge pages for XLA's per-step buffers (effcomp/hugepages.py: each step otherwise faults
+# its temporaries in 4 KiB at a time); ignored where glibc or the kernel lacks them.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: install hw-tools demo test test-slow benchmarks interop speed constraints clean
 

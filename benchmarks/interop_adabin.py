@@ -3,6 +3,7 @@ ResNets: ResNet-20 1w1a with the released CIFAR-10 checkpoint, ResNet-18 / 34 (I
 with random weights; the ResNet-20 train step timed on both sides."""
 
 import contextlib
+import functools
 import importlib
 import os
 from typing import Any, Callable, Dict, List
@@ -63,13 +64,14 @@ def train_steps(official: torch.nn.Module, model, variables, batch: int = 128
                               mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))  # as the trainer's step
   def step(params, stats, opt_state, images, labels):
     (_, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, images, labels)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new["batch_stats"], opt_state
 
-  state = [variables["params"], variables["batch_stats"], tx.init(variables["params"])]
+  params, stats = jax.tree.map(jnp.copy, (variables["params"], variables["batch_stats"]))
+  state = [params, stats, tx.init(params)]  # donated: `variables` stays usable
   images, labels = jnp.asarray(x), jnp.asarray(y)
 
   def effcomp_step():

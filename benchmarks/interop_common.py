@@ -9,6 +9,7 @@ package of the same name (`models`) do not see each other's.
 """
 
 import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -113,7 +114,7 @@ def adamw_mse_steps(official: torch.nn.Module, model: nn.Module, variables: Any,
       size=(*inputs[0].shape[:-1], out_channels)).astype(np.float32)
   tx = optax.adamw(1e-4, weight_decay=0.0)
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=(0, 1))  # as the trainer's step
   def step(params, opt_state, key, args, target):
     def loss(p):
       out = model.apply({"params": p}, *args, train=True, rngs={"dropout": key})
@@ -123,7 +124,8 @@ def adamw_mse_steps(official: torch.nn.Module, model: nn.Module, variables: Any,
 
   integer = [np.issubdtype(a.dtype, np.integer) for a in inputs]
   args = tuple(jnp.asarray(a, jnp.int32) if i else jnp.asarray(a) for a, i in zip(inputs, integer))
-  state, target_j = [variables["params"], tx.init(variables["params"])], jnp.asarray(target)
+  params = jax.tree.map(jnp.copy, variables["params"])  # donated: `variables` stays usable
+  state, target_j = [params, tx.init(params)], jnp.asarray(target)
 
   def effcomp_step():
     state[:] = step(*state, jax.random.key(0), args, target_j)

@@ -45,6 +45,10 @@ from typing import Any, Callable, Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+if __name__ == "__main__":  # both sides' workers inherit it (effcomp/hugepages.py)
+  from effcomp import hugepages
+  hugepages.reexec_with_hugepages()
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -53,7 +57,7 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks import interop_adabin, interop_common as ic, interop_dit  # noqa: E402
-from benchmarks import interop_resshift  # noqa: E402
+from benchmarks import interop_resshift, step_profile  # noqa: E402
 from benchmarks.lm import SENTENCES  # noqa: E402
 from effcomp import recipes  # noqa: E402
 from effcomp.models.lm import bert, generate, hf  # noqa: E402
@@ -72,6 +76,8 @@ flags.DEFINE_string("official_root", None, "Folder of the official repositories.
 flags.DEFINE_list("cases", list(CASES), f"Which of {list(CASES)} to run.")
 flags.DEFINE_integer("rounds", 3, "Alternations of the two sides.")
 flags.DEFINE_integer("calls", 3, "Timed calls per side per round.")
+flags.DEFINE_bool("profile", False, "Also profile each side of every row that misses its goal "
+                  "(benchmarks/step_profile.py) and write the profiles into the results.")
 flags.DEFINE_string("worker", None, "Internal: run one side of one case.")
 flags.DEFINE_enum("side", "effcomp", ["effcomp", "torch"], "Internal: the worker's side.")
 FLAGS = flags.FLAGS
@@ -146,7 +152,8 @@ def _say(obj: Any) -> None:
 
 
 def worker(case: str, side: str, root: str) -> None:
-  """Builds `case`, times its first call and one warm-up, then serves 'run k' / 'quit'."""
+  """Builds `case`, times its first call and one warm-up, then serves 'run k',
+  'profile k' (k calls under the side's profiler, its top op groups) and 'quit'."""
   torch.set_num_threads(ic.THREADS)
   fn = build(case, root)[side]
   start = time.perf_counter()
@@ -162,6 +169,9 @@ def worker(case: str, side: str, root: str) -> None:
         fn()
         times.append(time.perf_counter() - start)
       _say({"times": times})
+    elif line.startswith("profile"):
+      profile = step_profile.jax_profile if side == "effcomp" else step_profile.torch_profile
+      _say({"profile": profile(fn, int(line.split()[1]))})
     else:
       break
   _say({"maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20})
@@ -170,11 +180,11 @@ def worker(case: str, side: str, root: str) -> None:
 class _Worker:
   """One side of one case in its own process, spoken to over stdin / stdout."""
 
-  def __init__(self, case: str, side: str, root: str):
+  def __init__(self, case: str, side: str, root: str, env: Dict[str, str] | None = None):
     self.proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), f"--worker={case}", f"--side={side}",
          f"--official_root={root}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        cwd=ROOT)
+        cwd=ROOT, env=env)
 
   def read(self) -> Dict[str, Any]:
     for line in self.proc.stdout:
@@ -217,6 +227,20 @@ def measure(case: str, root: str, rounds: int, calls: int) -> Dict[str, Any]:
           "PyTorch spread s": f"{min(times['torch']):.3g}–{max(times['torch']):.3g}"}
 
 
+def profile(case: str, root: str, steps: int = 2) -> Dict[str, List[Dict[str, Any]]]:
+  """{side: top op groups per step} of `case`, each side profiled in a fresh worker of
+  its own (after the timings, so that neither the profiler nor the HLO dump touches them)."""
+  out = {}
+  with tempfile.TemporaryDirectory() as folder:
+    for side in ("effcomp", "torch"):
+      w = _Worker(case, side, root, step_profile.effcomp_env(folder) if side == "effcomp" else None)
+      w.read()
+      out[side] = w.send(f"profile {steps}")["profile"]
+      w.send("quit")
+      w.proc.wait()
+  return out
+
+
 COLUMNS = ["model", "kind", "effcomp s", "PyTorch s", "ratio", "goal", "meets goal",
            "effcomp first call s", "PyTorch first call s", "effcomp peak RSS GiB",
            "PyTorch peak RSS GiB", "effcomp spread s", "PyTorch spread s"]
@@ -226,7 +250,14 @@ NOTES = (
     "threads, alternating rounds (benchmarks/speed.py docstring); medians. First call: "
     "effcomp's tracing + XLA compilation (+ the first step); PyTorch's first step. Peak "
     "RSS: the worker process's maximum resident memory. A row that misses its goal is "
-    "explained by its profile in the README's Speed section.")
+    "explained by its profile (the sections below, with --profile) and the README's Speed "
+    "section.")
+PROFILE_NOTES = (
+    "Where the step's time goes on each side, per step, summed over threads "
+    "(benchmarks/step_profile.py): effcomp's XLA ops from a jax.profiler trace, grouped as "
+    "pass (fwd / bwd / opt/other) · the Flax module · the JAX primitive (fusions under their "
+    "root op); PyTorch's operators by self CPU time from torch.profiler.")
+PROFILE_COLUMNS = ["op group", "ms per step", "share"]
 
 
 def main(argv):
@@ -237,12 +268,16 @@ def main(argv):
   needs_official = {"dit_s2", "udit_s", "ditsr", "adabin_resnet20"} & set(FLAGS.cases)
   if needs_official and not FLAGS.official_root:
     raise app.UsageError(f"--official_root is needed for {sorted(needs_official)}")
-  rows = []
+  rows, tables = [], []
   for case in FLAGS.cases:
     rows.append(measure(case, FLAGS.official_root, FLAGS.rounds, FLAGS.calls))
     print(json.dumps(rows[-1]), flush=True)
+    if FLAGS.profile and not rows[-1]["meets goal"]:
+      for side, top in profile(case, FLAGS.official_root).items():
+        tables.append((f"Profile: {rows[-1]['model']}, {side}", PROFILE_NOTES, top,
+                       PROFILE_COLUMNS))
   common.write_results("speed", rows, COLUMNS, title="Speed: effcomp vs PyTorch, same CPU",
-                       notes=NOTES)
+                       notes=NOTES, tables=tables)
 
 
 if __name__ == "__main__":

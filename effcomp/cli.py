@@ -20,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from effcomp import runs
+from effcomp import hugepages, runs
 from effcomp.train import checkpoint, trainer
 
 FLAGS = flags.FLAGS
@@ -130,10 +130,12 @@ def parse_flags(argv):
 
 
 def train_main() -> None:
+  hugepages.reexec_with_hugepages()  # the `effcomp-train` command (a no-op after experiments/*.py)
   logging.set_verbosity(logging.WARNING)
   app.run(_train, flags_parser=parse_flags)
 
 
 def evaluate_main() -> None:
+  hugepages.reexec_with_hugepages()  # the `effcomp-evaluate` command (a no-op after experiments/*.py)
   logging.set_verbosity(logging.WARNING)
   app.run(_evaluate, flags_parser=parse_flags)

@@ -13,6 +13,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if __name__ == "__main__":  # first: it may re-execute this program (its docstring)
+  from effcomp import hugepages
+  hugepages.reexec_with_hugepages()
+
 from absl import app, flags, logging  # noqa: E402
 
 from effcomp import config as config_lib  # noqa: E402

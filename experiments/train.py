@@ -9,6 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if __name__ == "__main__":  # first: it may re-execute this program (its docstring)
+  from effcomp import hugepages
+  hugepages.reexec_with_hugepages()
+
 from effcomp import cli  # noqa: E402
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if __name__ == "__main__":  # first: it may re-execute this program (its docstring)
+  from effcomp import hugepages
+  hugepages.reexec_with_hugepages()
+
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from PIL import Image  # noqa: E402

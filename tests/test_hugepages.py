@@ -1,0 +1,45 @@
+"""effcomp.hugepages: when an entry point re-executes itself with glibc's huge-page tunable."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from effcomp import hugepages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_environ_adds_the_tunable_only_where_it_helps():
+  base = {"PATH": "/bin"}
+  assert hugepages.hugepage_environ(base, "madvise", True) == {
+      "PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  kept = hugepages.hugepage_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", True)
+  assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  assert hugepages.hugepage_environ(base, "always", True) is None  # huge pages already
+  assert hugepages.hugepage_environ(base, "never", True) is None
+  assert hugepages.hugepage_environ(base, "madvise", False) is None  # glibc < 2.35
+  assert hugepages.hugepage_environ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise",
+                                    True) is None  # the user's own choice stands
+  assert hugepages.hugepage_environ({"EFFCOMP_HUGEPAGES": "0"}, "madvise", True) is None
+
+
+def test_reexec_runs_the_program_again_with_the_tunable(tmp_path):
+  script = tmp_path / "program.py"
+  script.write_text(textwrap.dedent(f"""
+      import os, sys
+      sys.path.insert(0, {ROOT!r})
+      print("start", sys.argv[1:], flush=True)
+      from effcomp import hugepages
+      hugepages.reexec_with_hugepages()
+      print("tunables", os.environ.get("GLIBC_TUNABLES", ""))
+  """))
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "EFFCOMP_HUGEPAGES")}
+  out = subprocess.run([sys.executable, str(script), "--flag=1"], env=env, capture_output=True,
+                       text=True, check=True).stdout.splitlines()
+  wanted = hugepages.hugepage_environ(env, hugepages._thp_mode(),
+                                      hugepages._glibc_supports_hugetlb())
+  if wanted is None:  # nothing to gain on this machine: no second start
+    assert out == ["start ['--flag=1']", "tunables "]
+  else:  # started twice, with its arguments, the second time with the tunable
+    assert out == ["start ['--flag=1']", "start ['--flag=1']", f"tunables {wanted['GLIBC_TUNABLES']}"]
