@@ -45,19 +45,15 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, sr_common  # noqa: E402
 from effcomp import config as config_lib  # noqa: E402
 from effcomp import runs  # noqa: E402
-from effcomp.data import sources  # noqa: E402
 from effcomp.diffusion import resshift  # noqa: E402
 from effcomp.metrics import flops  # noqa: E402
-from effcomp.metrics import image as image_metrics  # noqa: E402
-from effcomp.metrics import lpips as lpips_lib  # noqa: E402
 from effcomp.quant import pack  # noqa: E402
 from effcomp.tasks import diffusion_sr, sr  # noqa: E402
 
-TRACKS = {"bicubic": "clean ×4 (bicubic LR)",
-          "realesrgan": "real-world ×4 (Real-ESRGAN degradation)"}
+TRACKS = sr_common.TRACKS
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_ditsr"),
                     "Where the runs train (each from scratch).")
@@ -90,27 +86,6 @@ def train(model):
   return workdir, time.time() - start
 
 
-def test_pairs():
-  """The degraded centre crops of the test photos, as the task evaluates them."""
-  c = diffusion_sr.task_defaults()
-  c.eval_patch = FLAGS.eval_patch
-  c.degradation = FLAGS.track
-  source = sources.get_source("photos", "test")
-  return [diffusion_sr.eval_pair(source[i]["image"], c) for i in range(len(source))]
-
-
-def scores(outputs, pairs, lpips):
-  """Mean PSNR / SSIM (Y, 4-pixel border), sharpness vs HR and LPIPS of uint8 outputs."""
-  mean = lambda metric: float(np.mean([metric(o, p["hr"], 4) for o, p in zip(outputs, pairs)]))
-  row = {"PSNR": mean(image_metrics.psnr), "SSIM": mean(image_metrics.ssim),
-         "sharpness vs HR": mean(image_metrics.sharpness_ratio)}
-  if lpips is not None:
-    to = lambda a: np.asarray(a, np.float32)[None] / 127.5 - 1.0
-    row["LPIPS"] = float(np.mean([float(lpips(to(o), to(p["hr"]))[0])
-                                  for o, p in zip(outputs, pairs)]))
-  return row
-
-
 def test_loss(teacher, pairs):
   """The denoiser's x_0 error on the test crops: MSE (model space, [−1, 1]) of its x_0
   prediction from q_sample(x_0, y, t, ε), ε fixed per t, averaged over all timesteps —
@@ -133,14 +108,11 @@ def samples_png(track):
 
 def main(argv):
   del argv
-  lpips = None
-  if FLAGS.lpips_weights:
-    lpips = lpips_lib.lpips_fn(lpips_lib.load_lpips_weights(FLAGS.lpips_weights,
-                                                            FLAGS.lpips_backbone))
+  lpips = sr_common.lpips_or_none(FLAGS.lpips_weights, FLAGS.lpips_backbone)
   start = time.time()
-  pairs = test_pairs()
+  pairs = sr_common.test_pairs(FLAGS.track, FLAGS.eval_patch)
   bicubic = [sr.bicubic_upscale(p["lr"], 4) for p in pairs]
-  rows = [{"model": "bicubic (of the LR)", **scores(bicubic, pairs, lpips)}]
+  rows = [{"model": "bicubic (of the LR)", **sr_common.scores(bicubic, pairs, lpips)}]
   teachers, outputs = [], {}
   for name in FLAGS.models:
     workdir, seconds = train(name)
@@ -156,7 +128,7 @@ def main(argv):
                  "params (K)": sum(int(np.prod(p.shape))
                                    for p in jax.tree.leaves(teacher.params)) / 1e3,
                  "GMACs / step (256²)": macs / 1e9, f"GMACs / image ({steps} steps)":
-                 steps * macs / 1e9, **scores(outputs[name], pairs, lpips),
+                 steps * macs / 1e9, **sr_common.scores(outputs[name], pairs, lpips),
                  "test x0 MSE": test_loss(teacher, pairs), "train min": seconds / 60})
     rows[-1]["PSNR vs bicubic"] = rows[-1]["PSNR"] - rows[0]["PSNR"]
     teachers.append(teacher)
@@ -170,8 +142,7 @@ def main(argv):
     row["CPU s / 256² image"] = seconds
     row["time vs first"] = seconds / times[0]
   lpips_note = ("LPIPS: AlexNet with the official v0.1 lin weights." if lpips is not None else
-                "LPIPS: not measured — its weights (the official lin layers and torchvision's "
-                "AlexNet) cannot be downloaded on this machine; pass --lpips_weights.")
+                sr_common.LPIPS_MISSING)
   png = samples_png(FLAGS.track)
   degradation = ("MATLAB bicubic ×4" if FLAGS.track == "bicubic" else
                  "Real-ESRGAN second-order degradation")

@@ -8,7 +8,8 @@ instruction to the `op_name` metadata of the JAX operation it came from, e.g.
 `jit(step)/transpose(jvp(UDiT))/stage_1/layers_0/attn/dot_general`. An op is grouped by
 its pass (forward: under `jvp(...)` only; backward: under `transpose(...)`; otherwise the
 optimizer and glue), the Flax module that ran it (the last path component before the
-primitive, layer indices dropped) and the primitive. Fusions carry their root's metadata.
+primitive that is not a transformation such as `closed_call` or a scan's `body`, layer
+indices dropped) and the primitive. Fusions carry their root's metadata.
 """
 
 import collections
@@ -27,6 +28,9 @@ _DUMP = "speed_hlo_dump"
 _INSTR = re.compile(r"^\s*(ROOT )?%([\w.\-]+) = .*? ([\w\-]+)\(")
 _NAME = re.compile(r'op_name="([^"]*)"')
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
+# Path components that name a JAX transformation or control flow, not a module.
+_TRANSFORMS = {"closed_call", "body", "checkpoint", "remat", "rematted_computation", "while",
+               "cond", "scan", "pjit", "custom_jvp_call", "custom_vjp_call", "branch"}
 
 
 def effcomp_env(folder: str) -> Dict[str, str]:
@@ -81,6 +85,7 @@ def group_of(op_name: str) -> str:
     stage = "fwd"
   primitive = parts[-1]
   modules = [re.sub(r"_\d+$", "", re.sub(r"^\w+\((\w+)\)+$", r"\1", p)) for p in parts[:-1]]
+  modules = [m for m in modules if m not in _TRANSFORMS]
   return f"{stage} · {modules[-1] if modules else '-'} · {primitive}"
 
 

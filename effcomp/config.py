@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (an empty model name: the model that run recorded in its config.json).
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""
+  c.teacher.ema = False  # the teacher's EMA of its parameters (it must have kept one)
   c.teacher.model = ml_collections.ConfigDict({"name": ""})
   return c
 

@@ -121,6 +121,25 @@ def test_sampler_starts_around_y_and_an_oracle_ends_at_x0():
   assert dist[-1] < dist[len(dist) // 2] < dist[0]
 
 
+def test_ddim_step_keeps_the_noise_and_an_oracle_ends_at_x0():
+  s = resshift.create(15)
+  rng = np.random.default_rng(5)
+  x0, y, eps = (jnp.asarray(rng.uniform(-0.9, 0.9, (2, 8, 8, 3)), jnp.float32) for _ in range(3))
+  # With the true x_0, a step from q(x_t | x_0, ε) lands on q(x_{t−1} | x_0, ε): same ε.
+  for t in (14, 7, 1):
+    tb = jnp.full((2,), t)
+    got = resshift.ddim_step(x0, resshift.q_sample(s, x0, y, tb, eps), y, tb, s)
+    np.testing.assert_allclose(got, resshift.q_sample(s, x0, y, tb - 1, eps), atol=1e-5)
+  np.testing.assert_allclose(resshift.ddim_step(x0, y, y, jnp.zeros((2,), jnp.int32), s), x0)
+  # The whole deterministic chain: an oracle returns x_0 from any prior state; the chain
+  # runs as one scan over the T steps.
+  x_T = resshift.prior_sample(s, y, eps)
+  np.testing.assert_allclose(resshift.ddim_sample(lambda x, t: x0, x_T, y, s), x0, atol=1e-5)
+  seen = []
+  resshift.ddim_sample(lambda x, t: seen.append(t.shape) or jnp.zeros_like(x), x_T, y, s)
+  assert seen == [(2,)]  # traced once (a scan over the 15 steps)
+
+
 def test_scale_input_and_shape_errors():
   s = resshift.create(15)
   x = jnp.ones((1, 2, 2, 1))

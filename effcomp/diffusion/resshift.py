@@ -254,3 +254,34 @@ def sample(rng: jax.Array, model_fn: ModelFn, y: jax.Array, schedule: ResShiftSc
   if not return_trajectory:
     return x0
   return x0, {"x_t": jnp.concatenate([x_T[None], states]), "pred_x0": preds, "t": ts}
+
+
+def ddim_step(x0: jax.Array, x_t: jax.Array, y: jax.Array, t: jax.Array,
+              schedule: ResShiftSchedule) -> jax.Array:
+  """The deterministic step x_t → x_{t−1} given the predicted x_0 (SinSR's DDIM-style
+  sampler for this process, wyf0912/SinSR `models/gaussian_diffusion.py` p_mean_variance
+  with ddim): x_{t−1} = x̂_0 + η_{t−1}(y − x̂_0) + √(η_{t−1}/η_t)·(x_t − x̂_0 − η_t(y − x̂_0)),
+  i.e. the forward process's mean at t − 1 plus the current noise rescaled to its
+  standard deviation; at t = 0 (η_{−1} = 0) it is x̂_0 itself."""
+  n = x_t.ndim
+  eta, eta_prev = _at(schedule.etas, t, n), _at(schedule.etas_prev, t, n)
+  return x0 + eta_prev * (y - x0) + jnp.sqrt(eta_prev / eta) * (x_t - x0 - eta * (y - x0))
+
+
+def ddim_sample(model_fn: ModelFn, x_T: jax.Array, y: jax.Array, schedule: ResShiftSchedule,
+                *, prediction: str = "xstart", clip: bool = True, normalize_input: bool = True,
+                latent: bool = False) -> jax.Array:
+  """x_0 by T deterministic steps (`ddim_step`) from the given prior state x_T (e.g.
+  `prior_sample(schedule, y, ε)`): SinSR's and TAD-SR's teacher target for the one-step
+  student started from the same x_T (SinSR `ddim_sample_loop`)."""
+
+  def step(x, t):
+    tb = jnp.full(y.shape[:1], t)
+    x0 = denoise(model_fn, x, y, tb, schedule, prediction=prediction,
+                 normalize_input=normalize_input, latent=latent)
+    if clip:
+      x0 = jnp.clip(x0, -1.0, 1.0)
+    return ddim_step(x0, x, y, tb, schedule), None
+
+  x0, _ = jax.lax.scan(step, x_T, jnp.arange(schedule.num_timesteps - 1, -1, -1))
+  return x0

@@ -12,7 +12,7 @@ from effcomp import models
 from effcomp.data import pipeline, sources
 from effcomp.registry import TASKS
 from effcomp.tasks import (autoencoder, classification, diffusion, diffusion_sr, lm,  # noqa: F401
-                           sr)  # (registration)
+                           onestep_sr, sr)  # (registration)
 from effcomp.tasks.base import Task
 
 

@@ -1,5 +1,6 @@
-"""Upscale with an opened super-resolution run: a regression model ('sr') or the whole
-sampling chain of a residual-shifting diffusion model ('diffusion_sr').
+"""Upscale with an opened super-resolution run: a regression model ('sr'), the whole
+sampling chain of a residual-shifting diffusion model ('diffusion_sr') or its distilled
+one-step student ('onestep_sr').
 
   upscale_fn, scale = upscale.upscaler(runs.open("workdirs/sr_swinir_x2"), tile=128)
   sr_image = upscale_fn(lr_image)        # uint8 [H, W, 3] → uint8 [H·scale, W·scale, 3]
@@ -11,9 +12,9 @@ import jax
 import numpy as np
 
 from effcomp.runs.run import Run
-from effcomp.tasks import diffusion_sr, sr
+from effcomp.tasks import diffusion_sr, onestep_sr, sr
 
-TASKS = ("sr", "diffusion_sr")
+TASKS = ("sr", "diffusion_sr", "onestep_sr")
 
 
 def upscaler(run: Run, *, tile: int = 0, overlap: int = 8, seed: int = 0
@@ -24,6 +25,10 @@ def upscaler(run: Run, *, tile: int = 0, overlap: int = 8, seed: int = 0
     teacher = diffusion_sr.make_teacher(run.model, run.params, run.config)
     rng = jax.random.key(seed)
     return lambda lr: teacher.upscale(lr, rng, tile=tile, overlap=overlap), teacher.scale
+  if run.task == "onestep_sr":
+    student = onestep_sr.make_student(run.model, run.params, run.config)
+    rng = jax.random.key(seed)
+    return lambda lr: student.upscale(lr, rng, tile=tile, overlap=overlap), student.scale
   if run.task == "sr":
     return (lambda lr: sr.upscale(run.model, run.variables, lr, tile=tile, overlap=overlap),
             run.model.scale)

@@ -25,7 +25,7 @@ process functions support it (`latent=True`), the task trains in pixel space.
 import dataclasses
 import functools
 import zlib
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -213,16 +213,24 @@ class ResShiftTeacher:
               ) -> np.ndarray:
     """uint8 SR [H·s, W·s, 3] of a uint8 LR [H, W, 3], sampled in `tile`-pixel LR windows
     (0: whole), each reflect-padded to the denoiser's size multiple."""
-    s, m = self.scale, pad_multiple(self.model)
+    return tiled_sample(self.sample, self.model, self.scale, lr, rng, tile, overlap)
 
-    def run(window: np.ndarray) -> np.ndarray:
-      h, w = window.shape[:2]
-      y = upsample_lr(to_model_space(jnp.asarray(window)[None]), s)
-      pad = ((0, 0), (0, -h * s % m), (0, -w * s % m), (0, 0))
-      out = self.sample(jnp.pad(y, pad, mode="reflect"), rng)[:, :h * s, :w * s]
-      return np.asarray(to_uint8(out)[0])
 
-    return sr.tiled_upscale(run, lr, s, tile, overlap)
+def tiled_sample(sample: Callable[[jax.Array, jax.Array], jax.Array], model, scale: int,
+                 lr: np.ndarray, rng: jax.Array, tile: int = 0, overlap: int = 8) -> np.ndarray:
+  """uint8 SR [H·s, W·s, 3] of a uint8 LR [H, W, 3] by `sample(y, rng)` → x_0 in model
+  space, in `tile`-pixel LR windows (0: whole), each reflect-padded to `model`'s size
+  multiple (`pad_multiple`)."""
+  s, m = scale, pad_multiple(model)
+
+  def run(window: np.ndarray) -> np.ndarray:
+    h, w = window.shape[:2]
+    y = upsample_lr(to_model_space(jnp.asarray(window)[None]), s)
+    pad = ((0, 0), (0, -h * s % m), (0, -w * s % m), (0, 0))
+    out = sample(jnp.pad(y, pad, mode="reflect"), rng)[:, :h * s, :w * s]
+    return np.asarray(to_uint8(out)[0])
+
+  return sr.tiled_upscale(run, lr, s, tile, overlap)
 
 
 def make_teacher(model, params, config: ml_collections.ConfigDict) -> ResShiftTeacher:

@@ -130,14 +130,16 @@ def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False) 
       raise FileNotFoundError(f"workdir={workdir!r}: {directory} holds no checkpoint")
     key = "ema_params" if ema else "params"
     model_state = {k: v for k, v in abstract_variables.items() if k != "params"}
-    target = {key: abstract_variables["params"], "model_state": model_state}
+    target = {key: abstract_variables["params"]}
+    if model_state:  # (an empty one would not match a run that kept some, e.g. a GAN's)
+      target["model_state"] = model_state
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True)))["state"]
   finally:
     manager.close()
-  return {"params": restored[key], **restored["model_state"]}
+  return {"params": restored[key], **restored.get("model_state", {})}
 
 
 def save_variables(workdir: str, variables: Any, step: int = 0, ema: bool = False) -> None:

@@ -81,7 +81,8 @@ def setup(config: ml_collections.ConfigDict, task: Task) -> Experiment:
       raise ValueError(f"config.teacher.workdir={config.teacher.workdir!r}: the "
                        f"{config.task.name!r} task of this config uses no teacher")
     target = state_lib.abstract_variables(task.teacher_init_fn, batch, mesh)
-    teacher_variables = checkpoint_lib.restore_variables(config.teacher.workdir, target)
+    teacher_variables = checkpoint_lib.restore_variables(config.teacher.workdir, target,
+                                                         ema=config.teacher.ema)
     teacher_shardings = jax.tree.map(lambda x: x.sharding, target)
 
   batch_sharding = sharding_lib.batch_sharding(mesh)

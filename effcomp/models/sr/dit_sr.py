@@ -346,8 +346,11 @@ class DiTSR(nn.Module):
                  self.window_mask, name=name)
 
   @nn.compact
-  def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False
-               ) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False,
+               encoder_only: bool = False):
+    """The denoiser's output; `encoder_only`: instead, the encoder's feature maps (each
+    level's after its stage, then the middle stage's; TAD-SR's `only_fea` forward, for
+    `time_aware_discriminator`), the decoder not run."""
     if self.conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning={self.conditioning!r}: expected one of {CONDITIONINGS}")
     check_widths(self)
@@ -365,6 +368,8 @@ class DiTSR(nn.Module):
         h = downsample(h, mc * self.channel_mult[level + 1], dt, f"down_{level}_downsample")
         skips.append(h)
     h = self.stage("middle", self.swin_depth, levels - 1)(h, emb, train)
+    if encoder_only:
+      return tuple(skips[1::2]) + (h,)
     for level in reversed(range(levels)):
       ch = mc * self.channel_mult[level]
       for i, depth in enumerate((self.swin_depth, 1)):

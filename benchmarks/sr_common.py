@@ -1,0 +1,43 @@
+"""What the diffusion-SR benchmarks (`ditsr.py`, `onestep_sr.py`) share: the degraded test
+crops, their scores, and LPIPS when its weights are given."""
+
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from effcomp.data import sources
+from effcomp.metrics import image as image_metrics
+from effcomp.metrics import lpips as lpips_lib
+from effcomp.tasks import diffusion_sr
+
+TRACKS = {"bicubic": "clean ×4 (bicubic LR)",
+          "realesrgan": "real-world ×4 (Real-ESRGAN degradation)"}
+LPIPS_MISSING = ("LPIPS: not measured — its weights (the official lin layers and torchvision's "
+                 "AlexNet) cannot be downloaded on this machine; pass --lpips_weights.")
+
+
+def test_pairs(track: str, eval_patch: int) -> List[Dict[str, np.ndarray]]:
+  """The degraded centre crops of the test photos, as the task evaluates them."""
+  c = diffusion_sr.task_defaults()
+  c.eval_patch = eval_patch
+  c.degradation = track
+  source = sources.get_source("photos", "test")
+  return [diffusion_sr.eval_pair(source[i]["image"], c) for i in range(len(source))]
+
+
+def lpips_or_none(weights: Optional[str], backbone: Optional[str]) -> Optional[Callable]:
+  if not weights:
+    return None
+  return lpips_lib.lpips_fn(lpips_lib.load_lpips_weights(weights, backbone))
+
+
+def scores(outputs, pairs, lpips) -> Dict[str, float]:
+  """Mean PSNR / SSIM (Y, 4-pixel border), sharpness vs HR and LPIPS of uint8 outputs."""
+  mean = lambda metric: float(np.mean([metric(o, p["hr"], 4) for o, p in zip(outputs, pairs)]))
+  row = {"PSNR": mean(image_metrics.psnr), "SSIM": mean(image_metrics.ssim),
+         "sharpness vs HR": mean(image_metrics.sharpness_ratio)}
+  if lpips is not None:
+    to = lambda a: np.asarray(a, np.float32)[None] / 127.5 - 1.0
+    row["LPIPS"] = float(np.mean([float(lpips(to(o), to(p["hr"]))[0])
+                                  for o, p in zip(outputs, pairs)]))
+  return row
