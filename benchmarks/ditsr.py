@@ -22,8 +22,8 @@ x_0 error on the same crops at every timestep (`test_loss`); LPIPS (AlexNet) whe
 `--lpips_weights` (and `--lpips_backbone`) name local files; parameters; multiply-adds of
 one denoiser call at a 256² output (and ×15 for a whole sample); CPU seconds per sampled
 256² output (jitted, median of interleaved runs, so the ratios hold). The trained runs
-stay in `--runs_dir/<track>/<model>`: `diffusion_sr.load_teacher` opens them (the
-one-step distillation starts from them). Bicubic upsampling of the LR is the floor row.
+stay in `--runs_dir/<track>/<model>` (`runs.open` and `diffusion_sr.make_teacher` open
+them; the one-step distillation starts from them). Bicubic upsampling of the LR is the floor row.
 Expected (DiT-SR, Tables 1 and 4): DiT-SR ahead of the U-Net at similar cost, and AdaFM
 ahead of adaLN.
 
