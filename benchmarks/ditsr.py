@@ -32,7 +32,6 @@ ahead of adaLN.
 """
 
 import os
-import shutil
 import sys
 import time
 
@@ -46,7 +45,6 @@ from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks import common, sr_common  # noqa: E402
-from effcomp import config as config_lib  # noqa: E402
 from effcomp import runs  # noqa: E402
 from effcomp.diffusion import resshift  # noqa: E402
 from effcomp.metrics import flops  # noqa: E402
@@ -76,14 +74,9 @@ LABELS = {"dit_sr": "DiT-SR (AdaFM)", "dit_sr_adaln": "DiT-SR (adaLN)",
 def train(model):
   """Trains one run from scratch; returns (workdir, seconds)."""
   workdir = os.path.join(FLAGS.runs_dir, FLAGS.track, model)
-  shutil.rmtree(workdir, ignore_errors=True)
-  config = config_lib.load(
+  return workdir, sr_common.train_fresh(
       f"configs/ditsr_photos.py:model={model},steps={FLAGS.steps},batch={FLAGS.batch},"
-      f"patch={FLAGS.patch},degradation={FLAGS.track}",
-      **{"train.progress_bar": False, "train.eval_every": FLAGS.steps})
-  start = time.time()
-  runs.train(config, workdir)
-  return workdir, time.time() - start
+      f"patch={FLAGS.patch},degradation={FLAGS.track}", workdir, FLAGS.steps)
 
 
 def test_loss(teacher, pairs):

@@ -19,7 +19,6 @@ beat their teacher. Each invocation rewrites its track's table and keeps the oth
 """
 
 import os
-import shutil
 import sys
 import time
 
@@ -34,7 +33,6 @@ from PIL import Image  # noqa: E402
 
 from benchmarks import common, sr_common  # noqa: E402
 from configs import onestep_sr as onestep_config  # noqa: E402
-from effcomp import config as config_lib  # noqa: E402
 from effcomp import runs  # noqa: E402
 from effcomp.metrics import flops  # noqa: E402
 from effcomp.quant import pack  # noqa: E402
@@ -60,14 +58,9 @@ LABELS = {"regress": "one-step: regression to the teacher (SinSR-style)",
 def train(method, track):
   """Trains one student from its teacher; returns (workdir, seconds)."""
   workdir = os.path.join(FLAGS.runs_dir, track, method)
-  shutil.rmtree(workdir, ignore_errors=True)
-  config = config_lib.load(
+  return workdir, sr_common.train_fresh(
       f"configs/onestep_sr.py:method={method},teacher={FLAGS.teacher},steps={FLAGS.steps},"
-      f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr}",
-      **{"train.progress_bar": False, "train.eval_every": FLAGS.steps})
-  start = time.time()
-  runs.train(config, workdir)
-  return workdir, time.time() - start
+      f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr}", workdir, FLAGS.steps)
 
 
 def samples_png(track):

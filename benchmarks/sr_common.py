@@ -1,10 +1,14 @@
 """What the diffusion-SR benchmarks (`ditsr.py`, `onestep_sr.py`) share: the degraded test
 crops, their scores, and LPIPS when its weights are given."""
 
+import shutil
+import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from effcomp import config as config_lib
+from effcomp import runs
 from effcomp.data import sources
 from effcomp.metrics import image as image_metrics
 from effcomp.metrics import lpips as lpips_lib
@@ -14,6 +18,16 @@ TRACKS = {"bicubic": "clean ×4 (bicubic LR)",
           "realesrgan": "real-world ×4 (Real-ESRGAN degradation)"}
 LPIPS_MISSING = ("LPIPS: not measured — its weights (the official lin layers and torchvision's "
                  "AlexNet) cannot be downloaded on this machine; pass --lpips_weights.")
+
+
+def train_fresh(spec: str, workdir: str, steps: int) -> float:
+  """Trains config `spec` (path:args) from scratch in `workdir` (emptied first), evaluating
+  once at the end; returns the seconds it took."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  config = config_lib.load(spec, **{"train.progress_bar": False, "train.eval_every": steps})
+  start = time.time()
+  runs.train(config, workdir)
+  return time.time() - start
 
 
 def test_pairs(track: str, eval_patch: int) -> List[Dict[str, np.ndarray]]:

@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -42,6 +44,16 @@ def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: boo
 def train_args(workdir: str, config: str = "configs/demo.py", *overrides: str) -> list:
   return ["experiments/train.py", f"--config={config}", f"--workdir={workdir}",
           "--config.train.progress_bar=False", *overrides]
+
+
+def upscaled_size(tmp_path, workdir: str, lr_size: tuple) -> tuple:
+  """(width, height) of a random uint8 LR of `lr_size` (H, W) upscaled by the run in
+  `workdir` through `experiments/upscale.py`, in 8-pixel tiles overlapping by 2."""
+  photo, out = str(tmp_path / "in.png"), str(tmp_path / "out.png")
+  Image.fromarray(np.random.default_rng(2).integers(0, 256, (*lr_size, 3), np.uint8)).save(photo)
+  run_python(["experiments/upscale.py", f"--workdir={workdir}", f"--input={photo}",
+              f"--output={out}", "--tile=8", "--overlap=2"])
+  return Image.open(out).size
 
 
 def train_losses_on_one_and_eight_devices(tmp_path, config: str, *overrides: str) -> tuple:

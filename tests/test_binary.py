@@ -147,6 +147,7 @@ def test_binary_conv_under_jit_grad_vmap(method):
     assert jax.jit(dense.apply)(vd, x[:, 0, 0]).shape == (2, 3)
 
 
+@pytest.mark.slow  # ≈ 2.3 min: make test-slow (keeps make test under 20 minutes)
 def test_binary_layers_and_models_shard_over_eight_devices():
   """On a (data 2, fsdp 2, tensor 2) mesh every binary layer gives the single-device
   outputs and gradients; whole models give the same eval logits and finite sharded grads.

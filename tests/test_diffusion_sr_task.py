@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import run_python, train_losses_on_one_and_eight_devices
+from conftest import train_losses_on_one_and_eight_devices, upscaled_size
 from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.tasks import diffusion_sr
@@ -67,11 +66,7 @@ def test_training_runs_and_the_teacher_api(tmp_path, data_dir, model):
         atol=2e-5)
   np.testing.assert_allclose(traj["x0"], traj["x_t"][-1])
   if model == "dit_sr":  # upscaling a file with the diffusion run, tiled and padded
-    photo, out = str(tmp_path / "in.png"), str(tmp_path / "out.png")
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (13, 21, 3), np.uint8)).save(photo)
-    run_python(["experiments/upscale.py", f"--workdir={workdir}", f"--input={photo}",
-                f"--output={out}", "--tile=8", "--overlap=2"])
-    assert Image.open(out).size == (84, 52)
+    assert upscaled_size(tmp_path, workdir, (13, 21)) == (84, 52)
 
 
 def test_eight_devices_train_like_one(tmp_path, data_dir):

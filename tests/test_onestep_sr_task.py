@@ -6,9 +6,8 @@ import os
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import run_python, train_losses_on_one_and_eight_devices
+from conftest import train_losses_on_one_and_eight_devices, upscaled_size
 from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.train import metrics_writer
@@ -45,8 +44,9 @@ def test_the_student_starts_as_the_teacher(tmp_path, teacher):
   jax.tree.map(np.testing.assert_array_equal, student.params, master.params)
 
 
-@pytest.mark.parametrize("method,terms", [("regress", {"teacher"}), ("hr", {"hr"}),
-                                          ("tadsr", {"teacher", "hsd", "gan", "disc"})])
+@pytest.mark.parametrize("method,terms", [
+    ("regress", {"teacher"}), pytest.param("hr", {"hr"}, marks=pytest.mark.slow),
+    ("tadsr", {"teacher", "hsd", "gan", "disc"})])
 def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, method, terms):
   workdir = str(tmp_path / method)
   summary = runs.train(_config(teacher, method, 2), workdir)
@@ -57,11 +57,7 @@ def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, method, te
   assert logged == terms and len(rows) == 2
   assert all(np.isfinite(r["train/loss"]) for r in rows)
   if method == "tadsr":  # the student alone upscales (the discriminator rides along)
-    photo, out = str(tmp_path / "in.png"), str(tmp_path / "out.png")
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (13, 21, 3), np.uint8)).save(photo)
-    run_python(["experiments/upscale.py", f"--workdir={workdir}", f"--input={photo}",
-                f"--output={out}", "--tile=8", "--overlap=2"])
-    assert Image.open(out).size == (84, 52)
+    assert upscaled_size(tmp_path, workdir, (13, 21)) == (84, 52)
 
 
 def test_config_errors_name_the_field(tmp_path, teacher):
@@ -75,6 +71,7 @@ def test_config_errors_name_the_field(tmp_path, teacher):
     _config(str(tmp_path / "nothing"), "regress", 1)
 
 
+@pytest.mark.slow  # ≈ 2.5 min: make test-slow (keeps make test under 20 minutes)
 def test_eight_devices_train_like_one(tmp_path, teacher):
   overrides = [f"--config.{k}={v}" for k, v in {
       **RUN, "train.batch_size": 8, "optimizer.name": "sgd", "optimizer.lr": 0.05,

@@ -244,7 +244,11 @@ def make_teacher(model, params, config: ml_collections.ConfigDict) -> ResShiftTe
 def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
   """(x_t, t, y) of one eval-sized crop."""
   del model
-  c = task_config(config, task_defaults())
+  return eval_crop_inputs(task_config(config, task_defaults()))
+
+
+def eval_crop_inputs(c: ml_collections.ConfigDict) -> tuple:
+  """(x_t, t, y) zeros of one eval-sized crop of task fields `c` (a denoiser's call)."""
   side = c.eval_patch or c.patch_size
   x = jnp.zeros((1, side, side, 3))
   return x, jnp.zeros((1,), jnp.int32), x

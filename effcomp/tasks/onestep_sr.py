@@ -277,7 +277,4 @@ def make_student(model, params, config: ml_collections.ConfigDict) -> OneStepStu
 def example_inputs(config: ml_collections.ConfigDict, model) -> tuple:
   """(x_t, t, y) of one eval-sized crop (the student's call)."""
   del model
-  c = task_config(config, task_defaults())
-  side = c.eval_patch or c.patch_size
-  x = jnp.zeros((1, side, side, 3))
-  return x, jnp.zeros((1,), jnp.int32), x
+  return diffusion_sr.eval_crop_inputs(task_config(config, task_defaults()))
