@@ -51,11 +51,10 @@ from effcomp.metrics import flops  # noqa: E402
 from effcomp.quant import pack  # noqa: E402
 from effcomp.tasks import diffusion_sr, sr  # noqa: E402
 
-TRACKS = sr_common.TRACKS
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_ditsr"),
                     "Where the runs train (each from scratch).")
-flags.DEFINE_enum("track", "realesrgan", list(TRACKS), "Degradation of the LR: 'bicubic' "
+flags.DEFINE_enum("track", "realesrgan", list(sr_common.TRACKS), "Degradation of the LR: 'bicubic' "
                   "(the clean track) or 'realesrgan' (the real-world track).")
 flags.DEFINE_integer("steps", 1400, "Training steps of every model.")
 flags.DEFINE_integer("batch", 8, "HR patches per step.")
@@ -161,18 +160,9 @@ def main(argv):
   columns = ["model", "params (K)", "GMACs / step (256²)", "GMACs / image (15 steps)", "PSNR",
              "PSNR vs bicubic", "SSIM", "sharpness vs HR", *(["LPIPS"] if lpips else []),
              "test x0 MSE", "CPU s / 256² image", "time vs first", "train min", "workdir"]
-  previous = common.read_results("ditsr") or {}
-  tracks = {**previous.get("tracks", {}),
-            FLAGS.track: {**record, "notes": notes, "rows": rows, "columns": columns}}
-  tables = [(TRACKS[name], tracks[name]["notes"], tracks[name]["rows"], tracks[name]["columns"])
-            for name in TRACKS if name in tracks]
-  heading, first_notes, first_rows, first_columns = tables[0]
-  common.write_results(
-      "ditsr", first_rows, first_columns,
-      title=f"Diffusion SR (×4): DiT-SR vs adaLN vs ResShift's U-Net — {heading}",
-      notes=("Two tracks, each written by its own invocation (its provenance in its notes; "
-             "the header names the latest). " + first_notes),
-      extra={"tracks": tracks}, tables=tables[1:])
+  sr_common.write_track("ditsr", FLAGS.track,
+                        "Diffusion SR (×4): DiT-SR vs adaLN vs ResShift's U-Net", record, notes,
+                        rows, columns)
   grid = np.concatenate([np.concatenate([bicubic[i], *(outputs[n][i] for n in FLAGS.models),
                                          pairs[i]["hr"]], axis=1) for i in range(len(pairs))])
   Image.fromarray(grid).save(os.path.join(ROOT, png))

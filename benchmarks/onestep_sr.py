@@ -126,18 +126,9 @@ def main(argv):
   columns = ["model", "calls", "GMACs / image (256²)", "PSNR", "PSNR vs teacher", "SSIM",
              "sharpness vs HR", *(["LPIPS"] if lpips else []), "CPU s / 256² image",
              "speed-up vs teacher", "train min", "workdir"]
-  previous = common.read_results("onestep_sr") or {}
-  tracks = {**previous.get("tracks", {}),
-            track: {**record, "notes": notes, "rows": rows, "columns": columns}}
-  tables = [(sr_common.TRACKS[name], tracks[name]["notes"], tracks[name]["rows"],
-             tracks[name]["columns"]) for name in sr_common.TRACKS if name in tracks]
-  heading, first_notes, first_rows, first_columns = tables[0]
-  common.write_results(
-      "onestep_sr", first_rows, first_columns,
-      title=f"One-step diffusion SR (×4): distilled students vs their teacher — {heading}",
-      notes=("Each track written by its own invocation (its provenance in its notes; the "
-             "header names the latest). " + first_notes),
-      extra={"tracks": tracks}, tables=tables[1:])
+  sr_common.write_track("onestep_sr", track,
+                        "One-step diffusion SR (×4): distilled students vs their teacher",
+                        record, notes, rows, columns)
   grid = np.concatenate([np.concatenate(
       [bicubic[i], outputs["teacher"][i], *(outputs[m][i] for m in FLAGS.methods),
        pairs[i]["hr"]], axis=1) for i in range(len(pairs))])

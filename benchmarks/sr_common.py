@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from benchmarks import common
 from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.data import sources
@@ -55,3 +56,21 @@ def scores(outputs, pairs, lpips) -> Dict[str, float]:
     row["LPIPS"] = float(np.mean([float(lpips(to(o), to(p["hr"]))[0])
                                   for o, p in zip(outputs, pairs)]))
   return row
+
+
+def write_track(topic: str, track: str, title: str, record: Dict[str, str], notes: str,
+                rows: List[Dict[str, object]], columns: List[str]) -> None:
+  """Writes `topic`'s results with this invocation's `track` table replaced and the other
+  track's kept (each table with its own provenance, in its notes); `title` gets the
+  first table's heading."""
+  previous = common.read_results(topic) or {}
+  tracks = {**previous.get("tracks", {}),
+            track: {**record, "notes": notes, "rows": rows, "columns": columns}}
+  tables = [(TRACKS[name], tracks[name]["notes"], tracks[name]["rows"], tracks[name]["columns"])
+            for name in TRACKS if name in tracks]
+  heading, first_notes, first_rows, first_columns = tables[0]
+  common.write_results(
+      topic, first_rows, first_columns, title=f"{title} — {heading}",
+      notes=("Each track written by its own invocation (its provenance in its notes; the "
+             "header names the latest). " + first_notes),
+      extra={"tracks": tracks}, tables=tables[1:])

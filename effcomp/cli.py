@@ -130,12 +130,12 @@ def parse_flags(argv):
 
 
 def train_main() -> None:
-  hugepages.reexec_with_hugepages()  # the `effcomp-train` command (a no-op after experiments/*.py)
+  hugepages.reexec_with_hugepages()  # `effcomp-train` (a no-op after experiments/*.py)
   logging.set_verbosity(logging.WARNING)
   app.run(_train, flags_parser=parse_flags)
 
 
 def evaluate_main() -> None:
-  hugepages.reexec_with_hugepages()  # the `effcomp-evaluate` command (a no-op after experiments/*.py)
+  hugepages.reexec_with_hugepages()  # `effcomp-evaluate` (a no-op after experiments/*.py)
   logging.set_verbosity(logging.WARNING)
   app.run(_evaluate, flags_parser=parse_flags)

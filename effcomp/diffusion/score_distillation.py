@@ -12,7 +12,7 @@ noised to a small timestep t with one shared noise n,
 the frozen teacher predicts x̂_0 from each, and the implied noises
 ε(z) = (x_t(z) − x̂_0 − η_t(y − x̂_0)) / (κ√η_t) give the gradient
 
-  ∂L/∂ẑ = (ε(ẑ) − ε(z*)) / (C·H·W)      (as the loss mean_{CHW}(sg(ε(ẑ) − ε(z*))·ẑ)).
+  ∂L/∂ẑ = (ε(ẑ) − ε(z*)) / (C·H·W)    (the loss mean_{CHW}(sg(ε(ẑ) − ε(z*))·ẑ)).
 
 Expanded, ε(z) = n + (1 − η_t)/(κ√η_t)·(z − x̂_0(x_t(z))): the score-distillation (SDS)
 residual of the student minus the same residual at the target, so the teacher's own bias

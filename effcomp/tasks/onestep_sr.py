@@ -32,8 +32,8 @@ is Gaussian (`hsd_noise='uniform'` reproduces the official `rand_like`).
 Parameters: the student's (the denoiser's tree, so `effcomp.runs.open`, export and the
 FLOP counters see the student) plus, with a GAN term, the discriminator's under the extra
 top-level key 'time_aware_discriminator' (`split_params`); `OneStepStudent` runs a
-trained student (`make_student(run)`; `experiments/upscale.py` uses it). Evaluation: x̂_0 from a fixed noise on the eval crops: PSNR / SSIM
-on Y, and the MSE to the HR as the loss.
+trained student (`make_student(run)`; `experiments/upscale.py` uses it). Evaluation: x̂_0
+from a fixed noise on the eval crops: PSNR / SSIM on Y, and the MSE to the HR as the loss.
 """
 
 import dataclasses
