@@ -25,7 +25,8 @@ Inference rows (throughput effcomp / PyTorch; the goal is ≥ 1.25):
     random weights, loaded into effcomp by `effcomp.models.lm.hf`; greedy generation of
     128 tokens after a 16-token prompt, batch 1, KV cache on both sides.
 
-Columns: seconds per call on each side, the ratio, each side's first call and peak
+Columns: seconds per call on each side, the ratio, each side's first call (effcomp's also
+in a relaunch, with the persistent compilation cache the first process filled) and peak
 resident memory (the worker process's maxrss: model, optimizer state, XLA's buffers).
 Needs the interop venv (torch, timm, sentence-transformers, transformers) and the official
 repositories, as `benchmarks/interop.py`. Writes benchmarks/results/speed.json and
@@ -35,6 +36,7 @@ docs/results/speed.md.
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,7 +61,7 @@ from benchmarks import common  # noqa: E402
 from benchmarks import interop_adabin, interop_common as ic, interop_dit  # noqa: E402
 from benchmarks import interop_resshift, step_profile  # noqa: E402
 from benchmarks.lm import SENTENCES  # noqa: E402
-from effcomp import recipes  # noqa: E402
+from effcomp import compilation_cache, recipes  # noqa: E402
 from effcomp.models.lm import bert, generate, hf  # noqa: E402
 
 TRAIN_GOAL, INFERENCE_GOAL = 0.8, 1.25
@@ -155,6 +157,8 @@ def worker(case: str, side: str, root: str) -> None:
   """Builds `case`, times its first call and one warm-up, then serves 'run k',
   'profile k' (k calls under the side's profiler, its top op groups) and 'quit'."""
   torch.set_num_threads(ic.THREADS)
+  if side == "effcomp":
+    compilation_cache.enable()  # the folder the parent names (as an entry point does)
   fn = build(case, root)[side]
   start = time.perf_counter()
   fn()
@@ -200,10 +204,13 @@ class _Worker:
 
 def measure(case: str, root: str, rounds: int, calls: int) -> Dict[str, Any]:
   """One row: both workers started (one at a time, so compilations do not overlap), then
-  `rounds` alternations of `calls` timed calls each."""
+  `rounds` alternations of `calls` timed calls each; then a second effcomp worker's first
+  call with the persistent compilation cache the first one filled (a relaunch)."""
+  cache = tempfile.mkdtemp(prefix="speed-jax-cache-")
+  env = {**os.environ, compilation_cache.ENV: cache}
   workers, first = {}, {}
   for side in ("effcomp", "torch"):
-    workers[side] = _Worker(case, side, root)
+    workers[side] = _Worker(case, side, root, env)
     first[side] = workers[side].read()["first_call_s"]
   times: Dict[str, List[float]] = {"effcomp": [], "torch": []}
   for _ in range(rounds):
@@ -213,6 +220,11 @@ def measure(case: str, root: str, rounds: int, calls: int) -> Dict[str, Any]:
   rss = {side: w.send("quit")["maxrss_gib"] for side, w in workers.items()}
   for w in workers.values():
     w.proc.wait()
+  relaunch = _Worker(case, "effcomp", root, env)
+  cached = relaunch.read()["first_call_s"]
+  relaunch.send("quit")
+  relaunch.proc.wait()
+  shutil.rmtree(cache, ignore_errors=True)
   kind, label = CASES[case]
   med = {side: statistics.median(t) for side, t in times.items()}
   ratio = med["effcomp"] / med["torch"] if kind == "train" else med["torch"] / med["effcomp"]
@@ -220,7 +232,8 @@ def measure(case: str, root: str, rounds: int, calls: int) -> Dict[str, Any]:
   return {"model": label, "kind": kind, "effcomp s": med["effcomp"], "PyTorch s": med["torch"],
           "ratio": ratio, "goal": (f"≤ {goal}" if kind == "train" else f"≥ {goal}"),
           "meets goal": ratio <= goal if kind == "train" else ratio >= goal,
-          "effcomp first call s": first["effcomp"], "PyTorch first call s": first["torch"],
+          "effcomp first call s": first["effcomp"], "effcomp first call, cached s": cached,
+          "PyTorch first call s": first["torch"],
           "effcomp peak RSS GiB": rss["effcomp"], "PyTorch peak RSS GiB": rss["torch"],
           "calls per side": len(times["effcomp"]),
           "effcomp spread s": f"{min(times['effcomp']):.3g}–{max(times['effcomp']):.3g}",
@@ -242,13 +255,15 @@ def profile(case: str, root: str, steps: int = 2) -> Dict[str, List[Dict[str, An
 
 
 COLUMNS = ["model", "kind", "effcomp s", "PyTorch s", "ratio", "goal", "meets goal",
-           "effcomp first call s", "PyTorch first call s", "effcomp peak RSS GiB",
-           "PyTorch peak RSS GiB", "effcomp spread s", "PyTorch spread s"]
+           "effcomp first call s", "effcomp first call, cached s", "PyTorch first call s",
+           "effcomp peak RSS GiB", "PyTorch peak RSS GiB", "effcomp spread s", "PyTorch spread s"]
 NOTES = (
     "ratio: effcomp / PyTorch seconds per train step (lower is better), PyTorch / effcomp "
     "seconds per inference call (higher is better). Each side in its own process, 2 torch "
     "threads, alternating rounds (benchmarks/speed.py docstring); medians. First call: "
-    "effcomp's tracing + XLA compilation (+ the first step); PyTorch's first step. Peak "
+    "effcomp's tracing + XLA compilation (+ the first step); cached: the same in a new "
+    "process with the persistent compilation cache the first one filled (a relaunch, "
+    "effcomp.compilation_cache); PyTorch's first step. Peak "
     "RSS: the worker process's maximum resident memory. A row that misses its goal is "
     "explained by its profile (the sections below, with --profile) and the README's Speed "
     "section.")

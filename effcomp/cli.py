@@ -20,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from effcomp import hugepages, runs
+from effcomp import compilation_cache, hugepages, runs
 from effcomp.train import checkpoint, trainer
 
 FLAGS = flags.FLAGS
@@ -61,14 +61,16 @@ def fail(kind: str, error: BaseException, code: int):
 
 
 def run(body, config_required: bool = True) -> None:
-  """Checks --config/--workdir, starts jax.distributed if asked, and runs `body()`,
-  turning user errors into one line and an exit status (2, or 3 for a non-finite loss).
+  """Checks --config/--workdir, starts jax.distributed if asked, turns on the persistent
+  compilation cache (`effcomp.compilation_cache`) and runs `body()`, turning user errors
+  into one line and an exit status (2, or 3 for a non-finite loss).
   `config_required=False`: programs that fall back to the config the run recorded."""
   if FLAGS.config is None and config_required:
     fail("error", ValueError("--config is required, e.g. --config=configs/demo.py"), 2)
   if not FLAGS.workdir:
     fail("error", ValueError("--workdir is required"), 2)
   _initialize_distributed()
+  compilation_cache.enable()
   try:
     body()
   except trainer.NonFiniteLossError as e:

@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first: it may re-execute this program (its docstri
 
 from absl import app, flags, logging  # noqa: E402
 
+from effcomp import compilation_cache  # noqa: E402
 from effcomp import config as config_lib  # noqa: E402
 from effcomp import runs  # noqa: E402
 from effcomp.runs import export  # noqa: E402
@@ -56,4 +57,5 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)
+  compilation_cache.enable()
   app.run(main)

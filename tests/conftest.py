@@ -21,6 +21,15 @@ def data_dir(tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache_dir(tmp_path_factory):
+  """Entry points the tests run cache their compilations in this session's folder
+  (`effcomp.compilation_cache`), not in the user's ~/.cache."""
+  path = str(tmp_path_factory.getbasetemp() / "jax_cache")
+  os.environ["EFFCOMP_COMPILATION_CACHE"] = path
+  return path
+
+
 def subprocess_env(devices: int = 1, **extra) -> dict:
   env = dict(os.environ)
   env.update({"JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
