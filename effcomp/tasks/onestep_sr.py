@@ -26,8 +26,9 @@ HSD 1 with t ∈ {0, 1, 2}, GAN 0.02, discriminator t ∈ {0 … 13}, AdamW lr 5
 networks, 30K iterations. Deviations: the student and the discriminator are updated in
 one step from one summed loss (each term sees the other network's parameters through
 `stop_gradient`: the simultaneous form of the official D-step-then-G-step), sharing one
-optimizer and schedule (the official warm-up is on the student only); perturbation noise
-is Gaussian (`hsd_noise='uniform'` reproduces the official `rand_like`).
+optimizer and schedule (the official warm-up is on the student only); the noise that
+perturbs images for the HSD and the discriminator is Gaussian (`perturbation_noise=
+'uniform'` reproduces the official `rand_like` of both).
 
 Parameters: the student's (the denoiser's tree, so `effcomp.runs.open`, export and the
 FLOP counters see the student) plus, with a GAN term, the discriminator's under the extra
@@ -67,7 +68,7 @@ def task_defaults() -> ml_collections.ConfigDict:
   c = diffusion_sr.task_defaults()
   c.name = "onestep_sr"
   c.update({"teacher_weight": 1.0, "hr_weight": 0.0, "hsd_weight": 0.0, "hsd_max_t": 3,
-            "hsd_target": "teacher", "hsd_noise": "gaussian", "gan_weight": 0.0,
+            "hsd_target": "teacher", "perturbation_noise": "gaussian", "gan_weight": 0.0,
             "disc_embed_dim": 160, "disc_logits_per_position": 64})
   return c
 
@@ -76,8 +77,9 @@ def check_config(c: ml_collections.ConfigDict, model, teacher_workdir: str) -> N
   diffusion_sr.check_config(c, model)
   if c.hsd_target not in HSD_TARGETS:
     raise ValueError(f"config.task.hsd_target={c.hsd_target!r}: expected one of {HSD_TARGETS}")
-  if c.hsd_noise not in NOISES:
-    raise ValueError(f"config.task.hsd_noise={c.hsd_noise!r}: expected one of {NOISES}")
+  if c.perturbation_noise not in NOISES:
+    raise ValueError(f"config.task.perturbation_noise={c.perturbation_noise!r}: expected one "
+                     f"of {NOISES}")
   if not 1 <= c.hsd_max_t <= c.steps:
     raise ValueError(f"config.task.hsd_max_t={c.hsd_max_t}: expected 1 … steps={c.steps}")
   weights = [c.teacher_weight, c.hr_weight, c.hsd_weight, c.gan_weight]
@@ -146,7 +148,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
             "batch_stats": {DISCRIMINATOR: d["batch_stats"]}}
 
   def noise_like(rng, x):
-    if c.hsd_noise == "uniform":
+    if c.perturbation_noise == "uniform":
       return jax.random.uniform(rng, x.shape, x.dtype)
     return jax.random.normal(rng, x.shape, x.dtype)
 
