@@ -11,11 +11,20 @@ and each student: PSNR / SSIM on Y (4 border pixels cropped), sharpness = mean Y
 magnitude over the HR's (`effcomp.metrics.image.sharpness_ratio`), LPIPS (AlexNet) when
 `--lpips_weights` names local files, multiply-adds of a 256² output, CPU seconds per 256²
 output (jitted, medians of interleaved runs, so the ratios hold) and the speed-up over the
-teacher (goal ≥ 10×). Paper expectation (SinSR, TAD-SR): the one-step students match or
-beat their teacher. Each invocation rewrites its track's table and keeps the other's.
+teacher (goal ≥ 10×). VPD-SR's semantic loss uses the stand-in encoder of
+`configs/stand_in_encoder.py` (trained here first when `--ess_encoder`'s run is absent), a
+proxy for CLIP. MoR rows add the mean active LoRA ranks per adapted layer on `--probe`
+random 64² crops of each test photo with the track's degradation, by tercile of the
+pipeline's drawn severity (mild / medium / severe), and the correlation of the degradation
+estimator with that severity; their GMACs count the adapters at the mean active ranks
+(the routed-but-idle ranks are masked, not skipped, in the jitted graph: static shapes).
+Paper expectation (SinSR, TAD-SR, VPD-SR, MoR): the one-step students match or beat their
+teacher; MoR gives severe degradations more active ranks. Each invocation rewrites its
+track's table and keeps the other's.
 
   python benchmarks/onestep_sr.py [--teacher=workdirs/bench_ditsr/bicubic/dit_sr] \\
-      [--methods=regress,hr,tadsr] [--steps=300]
+      [--methods=regress,hr,tadsr,vpdsr] [--steps=150]
+  python benchmarks/onestep_sr.py --teacher=workdirs/bench_ditsr/realesrgan/dit_sr
 """
 
 import os
@@ -36,23 +45,35 @@ from configs import onestep_sr as onestep_config  # noqa: E402
 from effcomp import runs  # noqa: E402
 from effcomp.metrics import flops  # noqa: E402
 from effcomp.quant import pack  # noqa: E402
+from effcomp.data import sources  # noqa: E402
 from effcomp.tasks import diffusion_sr, onestep_sr, sr  # noqa: E402
+from effcomp.train import metrics_writer  # noqa: E402
 
 flags.DEFINE_string("teacher", onestep_config.DEFAULT_TEACHER,
                     "The diffusion_sr teacher's workdir (benchmarks/ditsr.py's runs).")
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_onestep"),
                     "Where the students train (each from its teacher's weights).")
-flags.DEFINE_list("methods", list(onestep_config.METHODS), "configs/onestep_sr.py methods.")
-flags.DEFINE_integer("steps", 300, "Training steps of every student.")
+flags.DEFINE_list("methods", [], "configs/onestep_sr.py methods; default: the track's "
+                  "(TRACK_METHODS).")
+flags.DEFINE_string("ess_encoder", onestep_config.DEFAULT_ENCODER,
+                    "VPD-SR's frozen encoder ('run:<workdir>' trained here if absent).")
+flags.DEFINE_integer("probe", 8, "Random crops per test photo for MoR's active ranks.")
+flags.DEFINE_integer("steps", 150, "Training steps of every student.")
 flags.DEFINE_integer("batch", 8, "HR patches per step.")
 flags.DEFINE_integer("patch", 32, "HR side of the training patches.")
-flags.DEFINE_float("lr", 5e-5, "AdamW learning rate (TAD-SR's and SinSR's).")
+flags.DEFINE_float("lr", 0.0, "AdamW learning rate; 0: the method's (configs/onestep_sr.py LR).")
 flags.DEFINE_integer("eval_patch", 256, "HR side of the test crops.")
 flags.DEFINE_string("lpips_weights", None, "LPIPS weights (see benchmarks/ditsr.py).")
 flags.DEFINE_string("lpips_backbone", None, "torchvision AlexNet .pth for a lin-only .pth.")
 FLAGS = flags.FLAGS
 LABELS = {"regress": "one-step: regression to the teacher (SinSR-style)",
-          "hr": "one-step: regression to HR", "tadsr": "one-step: TAD-SR"}
+          "hr": "one-step: regression to HR", "tadsr": "one-step: TAD-SR",
+          "vpdsr": "one-step: VPD-SR (stand-in encoder)", "mor": "one-step: MoR",
+          "mor_fixed": "MoR, fixed experts (dense LoRA)", "mor_nozero": "MoR, no zero experts",
+          "mor_nobalance": "MoR, no balancing loss", "mor_v2": "MoR, conventional balance"}
+TRACK_METHODS = {"bicubic": ["regress", "hr", "tadsr", "vpdsr"],
+                 "realesrgan": ["regress", "tadsr", "vpdsr", "mor", "mor_fixed", "mor_nozero",
+                                "mor_nobalance"]}
 
 
 def train(method, track):
@@ -60,7 +81,64 @@ def train(method, track):
   workdir = os.path.join(FLAGS.runs_dir, track, method)
   return workdir, sr_common.train_fresh(
       f"configs/onestep_sr.py:method={method},teacher={FLAGS.teacher},steps={FLAGS.steps},"
-      f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr}", workdir, FLAGS.steps)
+      f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr},ess_encoder={FLAGS.ess_encoder}",
+      workdir, FLAGS.steps)
+
+
+def stand_in_encoder() -> str:
+  """Trains `configs/stand_in_encoder.py` into --ess_encoder's run unless it exists; its
+  notes line."""
+  kind, workdir = FLAGS.ess_encoder.split(":", 1)
+  if kind != "run":
+    return f"ESS encoder: `{FLAGS.ess_encoder}`."
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    sr_common.train_fresh("configs/stand_in_encoder.py", workdir, 600)
+  rows = [r for r in metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+          if "train/accuracy" in r]
+  return (f"ESS encoder (a proxy for CLIP): the rotation-prediction CNN in `{workdir}` "
+          f"(`configs/stand_in_encoder.py`, {rows[-1]['step']} steps, last train accuracy "
+          f"{rows[-1]['train/accuracy']:.2f} on 4 rotations).")
+
+
+def probe_pairs(track: str, per_photo: int) -> list:
+  """Random 64² HR crops of the test photos, degraded with fixed seeds, with the severity
+  the pipeline drew."""
+  c = diffusion_sr.task_defaults()
+  c.update(degradation=track, patch_size=64, augment=False)
+  source = sources.get_source("photos", "test")
+  rng = np.random.default_rng(1)
+  return [sr.random_pair(source[i]["image"], rng, c) for i in range(len(source))
+          for _ in range(per_photo)]
+
+
+def mor_columns(student, probes, key) -> dict:
+  """Mean active ranks per adapted layer by severity tercile; the estimator's r."""
+  lr = diffusion_sr.to_model_space(jnp.stack([p["lr"] for p in probes]))
+  y = diffusion_sr.upsample_lr(lr, student.scale)
+  _, info = student.with_info(y, key)
+  truth = np.asarray([p["severity"].mean() for p in probes])
+  active = np.asarray(info["active"])
+  order = np.argsort(truth)
+  thirds = np.array_split(order, 3)
+  row = {f"active ranks ({name})": float(active[idx].mean())
+         for name, idx in zip(("mild", "medium", "severe"), thirds)}
+  estimate = np.asarray(info["severity"]).mean(-1)
+  row["estimator r"] = float(np.corrcoef(estimate, truth)[0, 1])
+  return row
+
+
+def mor_macs(student) -> tuple:
+  """(a 256² call's MACs with every rank computed, the adapters' rank)."""
+  c = student.config
+  y = jnp.zeros((1, 256, 256, 3))
+  t = jnp.zeros((1,), jnp.int32)
+
+  def call(a):
+    fn, _ = onestep_sr.denoiser(student.model, student.params, a, c)
+    return fn(a, t)
+
+  total = flops.jaxpr_macs(call, y)
+  return total, onestep_sr.mor_ranks(c)
 
 
 def samples_png(track):
@@ -87,14 +165,24 @@ def main(argv):
            **sr_common.scores(outputs["teacher"], pairs, lpips),
            "workdir": os.path.relpath(FLAGS.teacher, ROOT)}]
   samplers = [teacher.sample]
-  for method in FLAGS.methods:
+  methods = FLAGS.methods or TRACK_METHODS[track]
+  encoder_note = stand_in_encoder() if any(
+      onestep_config.METHODS[m].get("ess_weight") for m in methods) else ""
+  probes = probe_pairs(track, FLAGS.probe)
+  for method in methods:
     workdir, seconds = train(method, track)
     run = runs.open(workdir)
     student = onestep_sr.make_student(run.model, run.params, run.config)
     outputs[method] = [student.upscale(p["lr"], key) for p in pairs]
-    rows.append({"model": LABELS.get(method, method), "calls": 1, "GMACs / image (256²)":
-                 macs / 1e9, **sr_common.scores(outputs[method], pairs, lpips),
-                 "train min": seconds / 60, "workdir": os.path.relpath(workdir, ROOT)})
+    row = {"model": LABELS.get(method, method), "calls": 1, "GMACs / image (256²)": macs / 1e9,
+           **sr_common.scores(outputs[method], pairs, lpips), "train min": seconds / 60,
+           "workdir": os.path.relpath(workdir, ROOT)}
+    if onestep_sr.MOR in student.params:
+      row.update(mor_columns(student, probes, key))
+      dense, ranks = mor_macs(student)
+      active = np.mean([row[f"active ranks ({n})"] for n in ("mild", "medium", "severe")])
+      row["GMACs / image (256²)"] = (macs + (dense - macs) * active / ranks) / 1e9
+    rows.append(row)
     samplers.append(student)
     print(rows[-1], flush=True)
   for row in rows[1:]:
@@ -115,22 +203,32 @@ def main(argv):
       "`benchmarks/ditsr.py`, EMA weights), sampled by its whole chain from a fixed noise. "
       f"Students (`configs/onestep_sr.py`): the teacher's network started from its weights, "
       f"{FLAGS.steps} steps × {FLAGS.batch} HR patches of {FLAGS.patch}², AdamW lr "
-      f"{FLAGS.lr}, EMA, one call at t = T − 1 from a fixed noise. PSNR / SSIM: Y channel, 4 "
+      f"{FLAGS.lr or 'as configs/onestep_sr.py LR (full 5e-5, MoR adapters 1e-3)'}, EMA, one "
+      f"call at t = T − 1 from a fixed noise. {encoder_note} MoR (CPU size: 2 shared + 8 "
+      "routed rank-1 experts, 4 zero slots, top-2, on 68 Dense layers; teacher weights "
+      f"frozen): active ranks = shared + chosen routed ranks per adapted layer, mean over "
+      f"layers, on {FLAGS.probe} random 64² crops per test photo split into terciles of the "
+      "drawn severity (mean of blur, noise, JPEG in [0, 1]); estimator r: Pearson "
+      "correlation of the estimator's mean severity with it; GMACs of MoR rows: the "
+      "adapters at the mean active ranks. PSNR / SSIM: Y channel, 4 "
       "border pixels cropped. Sharpness vs HR: mean Y gradient magnitude over the HR's. "
       f"{sr_common.LPIPS_MISSING if lpips is None else 'LPIPS: AlexNet, official lin weights.'}"
       " GMACs: denoiser calls × one call at a 256² output. CPU s: one 256² output, jitted, "
       "median of 3 interleaved runs (speed-up: the teacher's over each row's). Grid: "
       f"[{os.path.basename(png)}]({os.path.basename(png)}) — per test crop: bicubic, the "
-      f"teacher, {', '.join(LABELS.get(m, m) for m in FLAGS.methods)}, HR. Wall time "
+      f"teacher, {', '.join(LABELS.get(m, m) for m in methods)}, HR. Wall time "
       f"{(time.time() - start) / 60:.1f} min.")
   columns = ["model", "calls", "GMACs / image (256²)", "PSNR", "PSNR vs teacher", "SSIM",
              "sharpness vs HR", *(["LPIPS"] if lpips else []), "CPU s / 256² image",
-             "speed-up vs teacher", "train min", "workdir"]
+             "speed-up vs teacher",
+             *([f"active ranks ({n})" for n in ("mild", "medium", "severe")] + ["estimator r"]
+               if any("active ranks (mild)" in r for r in rows) else []),
+             "train min", "workdir"]
   sr_common.write_track("onestep_sr", track,
                         "One-step diffusion SR (×4): distilled students vs their teacher",
                         record, notes, rows, columns)
   grid = np.concatenate([np.concatenate(
-      [bicubic[i], outputs["teacher"][i], *(outputs[m][i] for m in FLAGS.methods),
+      [bicubic[i], outputs["teacher"][i], *(outputs[m][i] for m in methods),
        pairs[i]["hr"]], axis=1) for i in range(len(pairs))])
   Image.fromarray(grid).save(os.path.join(ROOT, png))
 

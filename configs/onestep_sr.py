@@ -13,6 +13,27 @@ weights and called once at t = T − 1; `method` picks the loss terms:
            discriminator), batch 64, 30K iterations, EMA 0.999, on ImageNet with
            Real-ESRGAN degradations, teacher ResShift (15 steps, κ = 2) in VQ-f4 latents.
 
+  vpdsr    VPD-SR (arXiv 2506.02605; no public code, so the weights are effcomp's own):
+           regression to the teacher 1 + ESS 0.1 (1 − cos of a frozen encoder's features of
+           the output and the HR: `ess_encoder`, by default the rotation-trained stand-in
+           CNN of `configs/stand_in_encoder.py`, a proxy for CLIP; `clip:<folder>` for a
+           Hugging Face CLIP) + HFP 0.1 (L1 of 2 levels of Haar detail bands) + the
+           adversarial extension (the time-aware discriminator, weight 0.02).
+  mor      MoR (AAAI 2026; no public code): the teacher's weights frozen, rank-1 LoRA
+           experts on every qkv / proj / fc1 / fc2 Dense, routed per layer and image from
+           the degradation estimator's severities (trained beside on the pipeline's drawn
+           severities), zero-expert slots, MoR's degradation-aware balance loss (α 0.01);
+           loss: regression to the HR 1 + score distillation toward the HR 1 (effcomp's
+           stand-in for MoR's VSD term; its GAN term is left out at CPU scale).
+           size=cpu: 2 shared + 8 routed ranks, 4 zero slots, top-2; size=paper: 8 shared
+           + 32 routed, 8 zero slots (not given in the paper), top-8. lr 1e-3 (the paper's
+           5e-5 is for 25K steps; a zero-initialized LoRA barely moves in a few hundred).
+  mor_fixed      ablation: the same ranks always on (dense LoRA of rank shared + top_k);
+  mor_nozero     ablation: no zero-expert slots;
+  mor_nobalance  ablation: no load-balancing loss.
+  mor_v2         ablation: the conventional balance loss (zero experts not weighted by
+                 severity; the paper's MoR-v2).
+
 The teacher is the run in `teacher` (a workdir; default: `benchmarks/ditsr.py`'s clean-
 track DiT-SR); the student's model and the process fields are taken from that run, so
 they match by construction. Data, degradation and eval as the teacher's config
@@ -22,7 +43,8 @@ they match by construction. Data, degradation and eval as the teacher's config
       --workdir=workdirs/onestep_tadsr
   python experiments/upscale.py --workdir=workdirs/onestep_tadsr --input=lr.png --output=sr.png
 
-Arguments: method (regress | hr | tadsr), teacher (workdir), steps, batch, patch, lr, seed.
+Arguments: method, teacher (workdir), ess_encoder ('<kind>:<path>', vpdsr), size (cpu |
+paper, mor), steps, batch, patch, lr (default: the method's), seed.
 Expected cost of the paper recipe (size=paper teacher, 256² HR, batch 64, 30K steps, 15
 teacher calls per step for the regression target): about 2 days on 8 A100s in the
 paper's latent space; not run here.
@@ -33,19 +55,35 @@ import os
 from effcomp import config as config_lib
 from effcomp.tasks import diffusion_sr, onestep_sr
 
+_MOR = {"teacher_weight": 0.0, "hr_weight": 1.0, "hsd_weight": 1.0, "hsd_target": "hr",
+        "adapter": "mor"}
 METHODS = {
     "regress": {"teacher_weight": 1.0},
     "hr": {"teacher_weight": 0.0, "hr_weight": 1.0},
     "tadsr": {"teacher_weight": 1.0, "hsd_weight": 1.0, "hsd_max_t": 3, "gan_weight": 0.02},
+    "vpdsr": {"teacher_weight": 1.0, "ess_weight": 0.1, "hfp_weight": 0.1, "hfp_levels": 2,
+              "gan_weight": 0.02},
+    "mor": _MOR,
+    "mor_fixed": {**_MOR, "mor_routing": "fixed"},
+    "mor_nozero": {**_MOR, "mor_zero": 0},
+    "mor_nobalance": {**_MOR, "mor_alpha": 0.0},
+    "mor_v2": {**_MOR, "mor_severity_aware": False},
 }
+MOR_SIZES = {"cpu": {"mor_shared": 2, "mor_routed": 8, "mor_zero": 4, "mor_top_k": 2},
+             "paper": {"mor_shared": 8, "mor_routed": 32, "mor_zero": 8, "mor_top_k": 8}}
+LR = {"full": 5e-5, "mor": 1e-3}  # the whole student (SinSR / TAD-SR) | MoR's adapters
 DEFAULT_TEACHER = os.path.join("workdirs", "bench_ditsr", "bicubic", "dit_sr")
+DEFAULT_ENCODER = "run:" + os.path.join("workdirs", "stand_in_encoder")
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, method="regress", teacher=DEFAULT_TEACHER, steps=600, batch=8,
-                           patch=32, lr=5e-5, seed=0)
+  a = config_lib.parse_arg(arg, method="regress", teacher=DEFAULT_TEACHER,
+                           ess_encoder=DEFAULT_ENCODER, size="cpu", steps=600, batch=8, patch=32,
+                           lr=0.0, seed=0)
   if a.method not in METHODS:
     raise ValueError(f"config argument method={a.method!r}: expected one of {sorted(METHODS)}")
+  if a.size not in MOR_SIZES:
+    raise ValueError(f"config argument size={a.size!r}: expected one of {sorted(MOR_SIZES)}")
   teacher = config_lib.from_workdir(a.teacher)
   config = config_lib.base_config()
   config.seed = a.seed
@@ -58,6 +96,11 @@ def get_config(arg=None):
       config.task[name] = teacher.task[name]
   config.task.patch_size = a.patch
   config.task.update(METHODS[a.method])
+  mor = config.task.adapter == "mor"
+  if mor:
+    config.task.update(MOR_SIZES[a.size])
+  if config.task.ess_weight:
+    config.task.ess_encoder = a.ess_encoder
   config.teacher.workdir = a.teacher
   config.teacher.ema = teacher.eval.use_ema and teacher.train.ema_decay > 0  # as it evaluated
   config.train.steps = a.steps
@@ -68,7 +111,7 @@ def get_config(arg=None):
   config.train.ema_warmup = True
   config.checkpoint.every_steps = max(a.steps // 4, 1)
   config.optimizer.name = "adamw"
-  config.optimizer.lr = a.lr
+  config.optimizer.lr = a.lr or LR["mor" if mor else "full"]
   config.optimizer.weight_decay = 0.0
   config.optimizer.schedule = "constant"
   config.optimizer.warmup_steps = a.steps // 20

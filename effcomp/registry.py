@@ -47,3 +47,11 @@ TASKS: Registry = Registry("task")
 # shapes of the task's model inputs (zeros), so a run's variables are restored by shape
 # without building the task (`effcomp.runs.open`).
 MODEL_INPUTS: Registry = Registry("task's model inputs")
+# Task name → `init(config, model, rng, *inputs) -> variables`, for tasks whose trained
+# variables hold more than `model.init`'s (a discriminator, adapters beside the model's
+# parameters), so `effcomp.runs.open` restores all of them. Absent: `model.init`.
+MODEL_INITS: Registry = Registry("task's variable init")
+# Frozen image encoders for perceptual losses, by kind → `load(path) -> features_fn`, with
+# features_fn(images in [−1, 1], NHWC) → a list of feature arrays [B, …, C]
+# (`effcomp.tasks.onestep_sr`'s ESS term; `config.task.ess_encoder = '<kind>:<path>'`).
+FEATURE_ENCODERS: Registry = Registry("feature encoder")

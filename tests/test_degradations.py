@@ -400,3 +400,39 @@ def test_real_esrgan_rejects_bad_inputs_and_configs():
     deg.RealESRGANConfig(kernel_list=("iso",))
   with pytest.raises(ValueError, match="resize_modes"):
     deg.RealESRGANConfig(resize_modes=("nearest",))
+
+
+def test_record_leaves_the_draw_unchanged_and_gives_severity():
+  hr = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  record = {}
+  with_record = deg.real_esrgan_degrade(hr, 7, record=record)
+  np.testing.assert_array_equal(with_record, deg.real_esrgan_degrade(hr, 7))
+  assert len(record["blur_spread"]) in (1, 2) and len(record["noise_std"]) == 2
+  assert 30 <= record["jpeg_quality"] <= 95
+  severity = deg.degradation_severity(record)
+  assert severity.shape == (3,) and np.all((0 <= severity) & (severity <= 1))
+  np.testing.assert_array_equal(deg.degradation_severity({}), np.zeros(3))
+
+
+def test_severity_follows_the_drawn_parameters():
+  hr = np.full((64, 64, 3), 128, np.uint8)
+
+  def severity(**knobs):
+    cfg = deg.RealESRGANConfig(**knobs)
+    out = []
+    for seed in range(4):
+      record = {}
+      deg.real_esrgan_degrade(hr, seed, cfg, record)
+      out.append(deg.degradation_severity(record))
+    return np.mean(out, axis=0)
+
+  gaussian = dict(gaussian_noise_prob=1.0, gaussian_noise_prob2=1.0, gray_noise_prob=0.0,
+                  gray_noise_prob2=0.0)
+  mild = severity(noise_range=(1.0, 2.0), noise_range2=(1.0, 2.0), jpeg_range=(90.0, 95.0),
+                  jpeg_range2=(90.0, 95.0), **gaussian)
+  heavy = severity(noise_range=(20.0, 25.0), noise_range2=(20.0, 25.0), jpeg_range=(30.0, 35.0),
+                   jpeg_range2=(30.0, 35.0), **gaussian)
+  assert heavy[1] > 3 * mild[1] and heavy[2] > 0.8 > 0.15 > mild[2]
+  # A Gaussian kernel's spread is its σ.
+  kernel = deg.bivariate_gaussian(21, 2.0)
+  assert abs(deg.kernel_spread(kernel) - 2.0) < 0.02

@@ -32,7 +32,7 @@ def _setup():
 def test_adapters_add_a_low_rank_update_to_the_named_layers():
   net, variables, x = _setup()
   assert lora.dense_paths(variables["params"], ("fc1", "fc2")) == {
-      "block_0/fc1": (4, 5), "block_0/fc2": (5, 6)}
+      "block_0.fc1": (4, 5), "block_0.fc2": (5, 6)}
   adapters = lora.init_adapters(jax.random.key(1), variables["params"], ("fc1", "fc2"), rank=2)
   # B = 0: the adapted model is the model.
   np.testing.assert_allclose(_apply(net, variables, x, adapters), net.apply(variables, x),
@@ -43,14 +43,14 @@ def test_adapters_add_a_low_rank_update_to_the_named_layers():
     got = net.apply(variables, x)
   # By hand: W + 0.5·A·B in both layers.
   p = variables["params"]["block_0"]
-  delta = lambda name: 0.5 * adapters[f"block_0/{name}"]["a"] @ adapters[f"block_0/{name}"]["b"]
+  delta = lambda name: 0.5 * adapters[f"block_0.{name}"]["a"] @ adapters[f"block_0.{name}"]["b"]
   h = nn.gelu(x @ (p["fc1"]["kernel"] + delta("fc1")) + p["fc1"]["bias"])
   h = h @ (p["fc2"]["kernel"] + delta("fc2")) + p["fc2"]["bias"]
   want = h @ variables["params"]["head"]["kernel"] + variables["params"]["head"]["bias"]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # Gradients reach the adapters.
   g = jax.grad(lambda a: jnp.sum(_apply(net, variables, x, a)))(adapters)
-  assert float(jnp.abs(g["block_0/fc1"]["a"]).max()) > 0
+  assert float(jnp.abs(g["block_0.fc1"]["a"]).max()) > 0
   with pytest.raises(ValueError, match="no Dense layer"):
     lora.dense_paths(variables["params"], ("qkv",))
 
@@ -108,3 +108,28 @@ def test_load_balance_loss_on_a_fixed_routing():
                              rtol=1e-6)
   # A more severe degradation makes idling on the zero expert dearer.
   assert float(lora.load_balance_loss(probs, chosen, 2, jnp.float32(3.0))) > 1.95
+
+
+def test_load_balance_loss_weighs_each_image_by_its_severity():
+  probs = jnp.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+  chosen = jnp.array([[1.0, 0, 0], [0, 0, 1.0]])
+  # Zero expert: mean_b s_b·p_b = (1·.2 + 3·.8)/2 = 1.3; 3·(.5·.3 + .5·1.3) = 2.4.
+  np.testing.assert_allclose(lora.load_balance_loss(probs, chosen, 2, jnp.array([1.0, 3.0])),
+                             2.4, rtol=1e-6)
+  # The same severity for both images is the scalar form.
+  np.testing.assert_allclose(lora.load_balance_loss(probs, chosen, 2, jnp.array([2.0, 2.0])),
+                             1.95, rtol=1e-6)
+
+
+def test_per_layer_gates():
+  net, variables, x = _setup()
+  adapters = lora.init_adapters(jax.random.key(1), variables["params"], ("fc1", "fc2"), 2)
+  adapters = jax.tree.map(lambda a: a + 0.5, adapters)
+  off = {path: jnp.zeros((2, 2)) for path in adapters}
+  np.testing.assert_allclose(_apply(net, variables, x, adapters, off), net.apply(variables, x),
+                             atol=1e-6)
+  only_fc1 = {path: jnp.ones((2, 2)) if path.endswith("fc1") else jnp.zeros((2, 2))
+              for path in adapters}
+  fc1 = {p: a for p, a in adapters.items() if p.endswith("fc1")}
+  np.testing.assert_allclose(_apply(net, variables, x, adapters, only_fc1),
+                             _apply(net, variables, x, fc1), atol=1e-5)

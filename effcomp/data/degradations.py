@@ -339,20 +339,50 @@ def _random_noise(image, rng: np.random.Generator, gaussian_prob, sigma_range, p
   return add_poisson_noise(image, rng, scale, gray=rng.uniform() < gray_prob)
 
 
-def _random_jpeg(image, rng: np.random.Generator, prob, quality_range) -> np.ndarray:
+def _random_jpeg(image, rng: np.random.Generator, prob, quality_range, record=None
+                 ) -> np.ndarray:
   if rng.uniform() >= prob:
     return image
-  return jpeg_compress(image, round(rng.uniform(*quality_range)))
+  quality = round(rng.uniform(*quality_range))
+  if record is not None:
+    record["jpeg_quality"] = min(record.get("jpeg_quality", 100), quality)
+  return jpeg_compress(image, quality)
 
 
-def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRGANConfig()
-                        ) -> np.ndarray:
+def kernel_spread(kernel: np.ndarray) -> float:
+  """The blur a kernel does, in pixels: the RMS radius √(Σ|k|·r² / 2Σ|k|) (σ for an
+  isotropic Gaussian)."""
+  k = np.abs(kernel)
+  y, x = np.mgrid[:k.shape[0], :k.shape[1]] - (np.asarray(k.shape)[:, None, None] - 1) / 2
+  return float(np.sqrt(np.sum(k * (x * x + y * y)) / (2 * np.sum(k))))
+
+
+SEVERITY_NAMES = ("blur", "noise", "jpeg")
+
+
+def degradation_severity(record: dict) -> np.ndarray:
+  """[blur, noise, jpeg] in [0, 1] from what `real_esrgan_degrade(..., record=r)` drew:
+  blur = √(Σ stage kernel spread²) / 4 px, noise = √(Σ stage noise std²) / (30 / 255),
+  jpeg = (100 − lowest quality) / 70; each clipped to [0, 1]. MoR's degradation score at
+  CPU scale: ground truth for `effcomp.models.sr.degradation_estimator`. An empty record
+  (no degradation: bicubic LR) is [0, 0, 0]."""
+  blur = np.sqrt(sum(s * s for s in record.get("blur_spread", ()))) / 4.0
+  noise = np.sqrt(sum(s * s for s in record.get("noise_std", ()))) / (30.0 / 255.0)
+  jpeg = (100.0 - record.get("jpeg_quality", 100)) / 70.0
+  return np.clip(np.asarray([blur, noise, jpeg], np.float32), 0.0, 1.0)
+
+
+def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRGANConfig(),
+                        record: Optional[dict] = None) -> np.ndarray:
   """Real-ESRGAN's second-order degradation of one image (BasicSR RealESRGANModel.feed_data).
 
   Args:
     hr: [H, W, 3] RGB, uint8 or float in [0, 1].
     rng: a `numpy.random.Generator` or an int seed; the output is a function of it.
     config: the knobs; the defaults are Real-ESRGAN's.
+    record: a dict to fill with what was drawn ('blur_spread': each blur kernel's
+      `kernel_spread`, 'noise_std': each noise stage's added std, 'jpeg_quality': the
+      lowest JPEG quality), for `degradation_severity`; drawing is the same without it.
 
   Returns:
     float32 [H // scale, W // scale, 3], multiples of 1/255 in [0, 1].
@@ -380,22 +410,34 @@ def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRG
 
   if cfg.usm_sharpen:
     image = usm_sharpen(image)
+  record = {} if record is None else record
+  record.update(blur_spread=[], noise_std=[])
+
+  def blur(x, kernel):
+    record["blur_spread"].append(kernel_spread(kernel))
+    return filter2d(x, kernel)
+
+  def noise(x, *args):
+    noisy = _random_noise(x, rng, *args)
+    record["noise_std"].append(float(np.std(noisy - x)))
+    return noisy
+
   # First stage.
-  image = filter2d(image, _random_blur_kernel(rng, cfg, second=False))
+  image = blur(image, _random_blur_kernel(rng, cfg, second=False))
   s = _random_scale(rng, cfg.resize_prob, cfg.resize_range)
   size = (max(1, math.floor(image.shape[0] * s)), max(1, math.floor(image.shape[1] * s)))
   image = resize(image, size, modes[rng.integers(len(modes))], scale=s)
-  image = _random_noise(image, rng, cfg.gaussian_noise_prob, cfg.noise_range,
-                        cfg.poisson_scale_range, cfg.gray_noise_prob)
-  image = _random_jpeg(image, rng, cfg.jpeg_prob, cfg.jpeg_range)
+  image = noise(image, cfg.gaussian_noise_prob, cfg.noise_range, cfg.poisson_scale_range,
+                cfg.gray_noise_prob)
+  image = _random_jpeg(image, rng, cfg.jpeg_prob, cfg.jpeg_range, record)
   # Second stage.
   if rng.uniform() < cfg.second_blur_prob:
-    image = filter2d(image, _random_blur_kernel(rng, cfg, second=True))
+    image = blur(image, _random_blur_kernel(rng, cfg, second=True))
   s = _random_scale(rng, cfg.resize_prob2, cfg.resize_range2)
   size = (max(1, int(height / cfg.scale * s)), max(1, int(width / cfg.scale * s)))
   image = resize(image, size, modes[rng.integers(len(modes))])
-  image = _random_noise(image, rng, cfg.gaussian_noise_prob2, cfg.noise_range2,
-                        cfg.poisson_scale_range2, cfg.gray_noise_prob2)
+  image = noise(image, cfg.gaussian_noise_prob2, cfg.noise_range2, cfg.poisson_scale_range2,
+                cfg.gray_noise_prob2)
   # Final sinc filter (or none: Real-ESRGAN's pulse kernel), drawn up front.
   sinc = None
   if rng.uniform() < cfg.final_sinc_prob:
@@ -408,7 +450,8 @@ def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRG
 
   if rng.uniform() < 0.5:
     image = _random_jpeg(np.clip(resize_back_and_sinc(image), 0, 1), rng, cfg.jpeg_prob2,
-                         cfg.jpeg_range2)
+                         cfg.jpeg_range2, record)
   else:
-    image = resize_back_and_sinc(_random_jpeg(image, rng, cfg.jpeg_prob2, cfg.jpeg_range2))
+    image = resize_back_and_sinc(_random_jpeg(image, rng, cfg.jpeg_prob2, cfg.jpeg_range2,
+                                              record))
   return (np.clip(np.round(image * 255), 0, 255) / 255).astype(np.float32)

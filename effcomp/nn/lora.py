@@ -2,7 +2,7 @@
 touching the model's code or its parameter tree.
 
 Adapters are a parameter tree of their own, keyed by the adapted layer's module path
-('down_0_stage/blocks_0/attn/qkv'): {path: {'a': [d_in, r], 'b': [r, d_out]}}, `b` zero at
+joined by '.' ('down_0_stage.blocks_0.attn.qkv': no '/', which checkpoint paths use): {path: {'a': [d_in, r], 'b': [r, d_out]}}, `b` zero at
 initialization (Hu et al., LoRA, 2021: ΔW = A·B·α/r, starts at 0). `adapted(adapters,
 scale, gates)` is a context in which every adapted Dense returns
 
@@ -22,7 +22,7 @@ uses more real ranks).
 """
 
 import contextlib
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -38,7 +38,7 @@ def dense_paths(params: Any, names: Sequence[str]) -> Dict[str, Tuple[int, int]]
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     keys = [getattr(k, "key", str(k)) for k in path]
     if keys[-1] == "kernel" and len(keys) > 1 and keys[-2] in names and leaf.ndim == 2:
-      out["/".join(keys[:-1])] = tuple(leaf.shape)
+      out[".".join(keys[:-1])] = tuple(leaf.shape)
   if not out:
     raise ValueError(f"names={tuple(names)}: no Dense layer of that name in the parameters")
   return out
@@ -66,10 +66,11 @@ def _per_row(gates: jax.Array, rows: int) -> jax.Array:
 
 
 @contextlib.contextmanager
-def adapted(adapters: Adapters, scale: float = 1.0, gates: Optional[jax.Array] = None
-            ) -> Iterator[None]:
+def adapted(adapters: Adapters, scale: float = 1.0,
+            gates: Union[None, jax.Array, Dict[str, jax.Array]] = None) -> Iterator[None]:
   """Inside: each Dense whose module path is a key of `adapters` adds scale·((x·A)⊙g)·B.
-  gates: None (plain LoRA) or [images, r] (MoR), broadcast over the other axes of x."""
+  gates: None (plain LoRA), [images, r] for every layer, or {path: [images, r]} per layer
+  (MoR), broadcast over the other axes of x."""
   seen = set()
 
   def interceptor(next_fun, args, kwargs, context):
@@ -77,14 +78,14 @@ def adapted(adapters: Adapters, scale: float = 1.0, gates: Optional[jax.Array] =
     module = context.module
     if context.method_name != "__call__" or not isinstance(module, nn.Dense):
       return out
-    key = "/".join(module.path)
+    key = ".".join(module.path)
     if key not in adapters:
       return out
     seen.add(key)
     x = args[0]
     h = x @ adapters[key]["a"].astype(x.dtype)
     if gates is not None:
-      g = _per_row(gates, x.shape[0])
+      g = _per_row(gates[key] if isinstance(gates, dict) else gates, x.shape[0])
       h = h * g.reshape(g.shape[:1] + (1,) * (h.ndim - 2) + g.shape[1:]).astype(h.dtype)
     return out + (scale * (h @ adapters[key]["b"].astype(x.dtype))).astype(out.dtype)
 
@@ -119,10 +120,11 @@ def load_balance_loss(probs: jax.Array, chosen: jax.Array, num_routed: int, seve
                       alpha: float = 1.0) -> jax.Array:
   """N·Σ_i α_i f_i p_i over the router's N experts (routed, then zero slots): f_i the
   fraction of top-k choices that went to i, p_i its mean probability (Switch / DeepSeek
-  form); α_i = alpha for routed ranks and alpha·severity for zero experts (severity ≥ 0:
-  the batch's mean degradation score, MoR's s)."""
+  form); α_i = alpha for routed ranks and alpha·s for zero experts, s ≥ 0 the degradation
+  severity (MoR's s): a scalar, or one per image [B], in which case each image's
+  probabilities carry its own weight (p_i·α_i → mean_b α_{b,i} p_{b,i})."""
   n = probs.shape[-1]
   f = jnp.sum(chosen, axis=0) / jnp.sum(chosen)
-  p = jnp.mean(probs, axis=0)
-  weight = jnp.where(jnp.arange(n) < num_routed, alpha, alpha * severity)
-  return n * jnp.sum(weight * f * p)
+  severity = jnp.broadcast_to(jnp.asarray(severity, probs.dtype), probs.shape[:1])
+  weight = jnp.where(jnp.arange(n) < num_routed, alpha, alpha * severity[:, None])
+  return n * jnp.sum(f * jnp.mean(weight * probs, axis=0))

@@ -11,6 +11,7 @@ and the acts on an opened run, one module each: `sample` (text, class grids), `u
 (weights from other frameworks written as runs).
 """
 
+from effcomp.runs import encoders  # noqa: F401  (registers FEATURE_ENCODERS["run"])
 from effcomp.runs.build import build_model, build_task  # noqa: F401
 from effcomp.runs.run import Run, open_run as open  # noqa: F401  (runs.open)
 from effcomp.runs.training import evaluate, setup, train  # noqa: F401

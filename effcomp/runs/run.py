@@ -19,7 +19,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from effcomp import config as config_lib
-from effcomp.registry import MODEL_INPUTS
+from effcomp.registry import MODEL_INITS, MODEL_INPUTS
 from effcomp.runs import build
 from effcomp.train import checkpoint, sharding, state
 
@@ -68,7 +68,10 @@ def abstract_variables(config: ml_collections.ConfigDict, model: nn.Module,
   """`model`'s variables as sharded `jax.ShapeDtypeStruct`s, from the example inputs of
   `config`'s task (`MODEL_INPUTS`); `mesh` None: `config.mesh` over all devices."""
   inputs = MODEL_INPUTS.get(config.task.name)(config, model)
-  init = lambda rng, x: model.init({name: rng for name in RNG_NAMES}, *x)
+  if config.task.name in MODEL_INITS:
+    init = lambda rng, x: MODEL_INITS.get(config.task.name)(config, model, rng, *x)
+  else:
+    init = lambda rng, x: model.init({name: rng for name in RNG_NAMES}, *x)
   return state.abstract_variables(init, inputs, mesh or sharding.create_mesh(config.mesh))
 
 

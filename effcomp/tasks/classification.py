@@ -8,7 +8,12 @@ layers anneal their estimators with it). `task.resize > 0` resizes images on the
 (torchvision `Normalize`; the official AdaBin code uses ImageNet's statistics for CIFAR-10
 too), so converted official checkpoints see their inputs. `task.image_size > 0` crops
 variable-size photos on the host per image (ImageNet: random-resized crop + flip for
-training, resize-256/center-224 for evaluation).
+training, resize-256/center-224 for evaluation). `task.rotation_pretext` makes the label
+the number of quarter turns (0–3) the crop was rotated by, the source's labels unused
+(Gidaris et al. 2018, "Unsupervised representation learning by predicting image
+rotations"): how effcomp trains a stand-in image encoder on unlabelled photos
+(`configs/stand_in_encoder.py`, VPD-SR's semantic loss at CPU scale); evaluation rotates
+each crop by a turn drawn from its bytes.
 
 Knowledge distillation follows Hinton et al. 2015, "Distilling the Knowledge in a
 Neural Network": loss = (1 − w)·CE(y, s) + w·T²·KL(softmax(t/T) ‖ softmax(s/T)).
@@ -16,6 +21,7 @@ Neural Network": loss = (1 − w)·CE(y, s) + w·T²·KL(softmax(t/T) ‖ softma
 
 import functools
 import inspect
+import zlib
 from typing import Callable
 
 import flax
@@ -66,7 +72,8 @@ def task_defaults() -> ml_collections.ConfigDict:
   """Fields `config.task` may hold for this task (set them in the config file)."""
   return ml_collections.ConfigDict({
       "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0, "image_size": 0,
-      "distill_weight": 0.0, "distill_temperature": 4.0, "mean": (), "std": ()})
+      "distill_weight": 0.0, "distill_temperature": 4.0, "mean": (), "std": (),
+      "rotation_pretext": False})
 
 
 def inputs_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
@@ -81,6 +88,9 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
           teacher_model=None) -> Task:
   """A classification `Task` for `model` on image/label sources."""
   c = task_config(config, task_defaults())
+  if c.rotation_pretext and not c.image_size:
+    raise ValueError("config.task.rotation_pretext needs config.task.image_size > 0 (square "
+                     "crops, which rotate to the same shape)")
   if c.augment not in AUGMENTATIONS:
     raise ValueError(f"config.task.augment={c.augment!r}: expected one of {AUGMENTATIONS}")
   if c.distill_weight and teacher_model is None:
@@ -122,14 +132,19 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return EvalMetrics.single_from_model_output(
         loss=loss, logits=logits, labels=batch["label"], mask=batch["mask"])
 
+  def labelled(image, example, turns):
+    if not c.rotation_pretext:
+      return {"image": image, "label": example["label"]}
+    return {"image": np.ascontiguousarray(np.rot90(image, turns)), "label": np.int32(turns)}
+
   def train_crop(example, rng):
-    return {"image": crops.random_resized_crop(np.asarray(example["image"]), c.image_size, rng),
-            "label": example["label"]}
+    image = crops.random_resized_crop(np.asarray(example["image"]), c.image_size, rng)
+    return labelled(image, example, int(rng.integers(0, 4)))
 
   def eval_crop(example, rng):
     del rng
-    return {"image": crops.center_crop(np.asarray(example["image"]), c.image_size),
-            "label": example["label"]}
+    image = crops.center_crop(np.asarray(example["image"]), c.image_size)
+    return labelled(image, example, zlib.crc32(image.tobytes()) % 4)
 
   return Task(
       model=model, init_fn=init_fn_for(model), loss_fn=loss_fn, eval_fn=eval_fn, eval_metrics=EvalMetrics,

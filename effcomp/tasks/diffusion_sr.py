@@ -89,13 +89,14 @@ def pad_multiple(model) -> int:
 
 def eval_pair(image: np.ndarray, c: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
   """The centred eval crop and its LR, bicubic or Real-ESRGAN with a seed from its bytes."""
+  record = {}
   if c.degradation == "bicubic":
-    return sr.center_pair(image, c)
-  hr = sr.center_pair(image, c)["hr"]
-  seed = zlib.crc32(np.ascontiguousarray(hr).tobytes()) + c.eval_seed
-  lr = degradations.real_esrgan_degrade(hr, np.random.default_rng(seed),
-                                        degradations.RealESRGANConfig(scale=c.scale))
-  return {"hr": hr, "lr": np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)}
+    pair = sr.center_pair(image, c)
+  else:
+    hr = sr.center_pair(image, c)["hr"]
+    seed = zlib.crc32(np.ascontiguousarray(hr).tobytes()) + c.eval_seed
+    pair = sr.real_esrgan_pair(hr, np.random.default_rng(seed), c.scale, record)
+  return {**pair, "severity": degradations.degradation_severity(record)}
 
 
 def check_config(c: ml_collections.ConfigDict, model) -> None:

@@ -97,7 +97,8 @@ def dihedral(image: np.ndarray, k: int) -> np.ndarray:
 
 def random_pair(image: np.ndarray, rng: np.random.Generator, c: ml_collections.ConfigDict
                 ) -> Dict[str, np.ndarray]:
-  """A training pair (uint8 `hr` [P, P, 3], `lr` [P/s, P/s, 3]) from an HR image."""
+  """A training pair (uint8 `hr` [P, P, 3], `lr` [P/s, P/s, 3]) from an HR image, and the
+  LR's `severity` [3] (`degradations.degradation_severity`; zeros for bicubic)."""
   s, size = c.scale, c.patch_size
   image = modcrop(np.asarray(image), s)
   h, w = image.shape[:2]
@@ -105,16 +106,22 @@ def random_pair(image: np.ndarray, rng: np.random.Generator, c: ml_collections.C
     raise ValueError(f"config.task.patch_size={size} is larger than an image of {h}×{w}")
   top = int(rng.integers(0, (h - size) // s + 1)) * s
   left = int(rng.integers(0, (w - size) // s + 1)) * s
+  record = {}
   if c.degradation == "bicubic":
     pair = bicubic_pair(image, top, left, size, s)
   else:
-    hr = image[top:top + size, left:left + size]
-    lr = degradations.real_esrgan_degrade(hr, rng, degradations.RealESRGANConfig(scale=s))
-    pair = {"hr": hr, "lr": np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)}
+    pair = real_esrgan_pair(image[top:top + size, left:left + size], rng, s, record)
   if c.augment:
     k = int(rng.integers(0, 8))
     pair = {name: dihedral(x, k) for name, x in pair.items()}
-  return pair
+  return {**pair, "severity": degradations.degradation_severity(record)}
+
+
+def real_esrgan_pair(hr: np.ndarray, rng, scale: int, record: dict) -> Dict[str, np.ndarray]:
+  """{'hr', 'lr'} uint8 with Real-ESRGAN's degradation; `record` gets what it drew."""
+  lr = degradations.real_esrgan_degrade(hr, rng, degradations.RealESRGANConfig(scale=scale),
+                                        record)
+  return {"hr": hr, "lr": np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)}
 
 
 def center_pair(image: np.ndarray, c: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:

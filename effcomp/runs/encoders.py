@@ -1,0 +1,71 @@
+"""Frozen image encoders for perceptual losses, registered in `FEATURE_ENCODERS`.
+
+  'run:<workdir>'  an effcomp classifier run (e.g. `configs/stand_in_encoder.py`, the
+                   rotation-trained CNN that stands in for CLIP at CPU scale): the outputs
+                   of its BatchNorm layers (one map per conv) and its penultimate features,
+                   in eval mode.
+  'clip:<folder>'  a Hugging Face CLIPModel folder (`effcomp.convert.clip.load_clip`), as
+                   VPD-SR supervises: the projected image embedding and the vision tower's
+                   last hidden state (every token), on images resized to its image_size
+                   and normalized (`effcomp.models.clip.preprocess`).
+
+The encoder's weights are closed over by the loss (constants of the jitted step): right for
+the stand-in and for CLIP on one host; a pod-scale CLIP would rather be passed in as frozen
+state. Images arrive in [−1, 1] and are mapped to [0, 1], what the classification task feeds a
+run trained on uint8 images without `mean`/`std`; runs with `task.mean`/`task.std` get
+those applied too.
+"""
+
+from typing import Callable, List
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effcomp.convert.clip import load_clip
+from effcomp.data.image_inputs import model_inputs
+from effcomp.metrics import proxy
+from effcomp.models import clip
+from effcomp.registry import FEATURE_ENCODERS
+from effcomp.runs.run import open_run
+from effcomp.tasks import classification
+from effcomp.tasks.base import task_config
+
+
+@FEATURE_ENCODERS.register("run")
+def load_run_encoder(workdir: str) -> Callable[[jax.Array], List[jax.Array]]:
+  """features_fn(images [B, H, W, 3] in [−1, 1]) → [each BatchNorm output, penultimate]."""
+  run = open_run(workdir)
+  if run.task != "classification":
+    raise ValueError(f"ess encoder run:{workdir}: expected a classification run (e.g. "
+                     f"configs/stand_in_encoder.py), got task {run.task!r}")
+  c = task_config(run.config, classification.task_defaults())
+  variables = jax.device_get(run.variables)
+
+  def features(images):
+    x = (images.astype(jnp.float32) + 1.0) / 2.0
+    if c.mean:
+      x = model_inputs(x, 0, tuple(c.mean), tuple(c.std))
+    _, state = run.model.apply(variables, x, capture_intermediates=lambda m, _: isinstance(
+        m, nn.BatchNorm), mutable=["intermediates"])
+    maps = [v["__call__"][0] for v in jax.tree_util.tree_leaves(
+        state["intermediates"], is_leaf=lambda v: isinstance(v, dict) and "__call__" in v)]
+    return maps + [proxy.penultimate_features(run.model, variables, x)]
+
+  return features
+
+
+@FEATURE_ENCODERS.register("clip")
+def load_clip_encoder(folder: str) -> Callable[[jax.Array], List[jax.Array]]:
+  """features_fn(images [B, H, W, 3] in [−1, 1]) → [image embeds [B, D], last hidden state
+  [B, 1 + patches, hidden]]."""
+  model, variables = load_clip(folder)
+  size = model.config.vision.image_size
+
+  def features(images):
+    pixels = clip.preprocess((images.astype(jnp.float32) + 1.0) / 2.0, size)
+    embeds, hidden = model.apply(variables, pixels, return_hidden=True,
+                                 method=model.encode_image)
+    return [embeds, hidden[-1]]
+
+  return features
