@@ -57,6 +57,8 @@ flags.DEFINE_list("methods", [], "configs/onestep_sr.py methods; default: the tr
                   "(TRACK_METHODS).")
 flags.DEFINE_string("ess_encoder", onestep_config.DEFAULT_ENCODER,
                     "VPD-SR's frozen encoder ('run:<workdir>' trained here if absent).")
+flags.DEFINE_bool("reuse", False, "Keep a student whose workdir holds a finished run of the "
+                  "same config, timed by this track's previous results (its row says so).")
 flags.DEFINE_integer("probe", 8, "Random crops per test photo for MoR's active ranks.")
 flags.DEFINE_integer("steps", 150, "Training steps of every student.")
 flags.DEFINE_integer("batch", 8, "HR patches per step.")
@@ -76,13 +78,19 @@ TRACK_METHODS = {"bicubic": ["regress", "hr", "tadsr", "vpdsr"],
                                 "mor_nobalance"]}
 
 
-def train(method, track):
-  """Trains one student from its teacher; returns (workdir, seconds)."""
+def train(method, track, previous_rows):
+  """Trains one student from its teacher; returns (workdir, seconds, reused). With
+  --reuse, a finished run of the same config whose training the previous results of this
+  track timed is kept, with that time."""
   workdir = os.path.join(FLAGS.runs_dir, track, method)
-  return workdir, sr_common.train_fresh(
-      f"configs/onestep_sr.py:method={method},teacher={FLAGS.teacher},steps={FLAGS.steps},"
-      f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr},ess_encoder={FLAGS.ess_encoder}",
-      workdir, FLAGS.steps)
+  spec = (f"configs/onestep_sr.py:method={method},teacher={FLAGS.teacher},steps={FLAGS.steps},"
+          f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr},"
+          f"ess_encoder={FLAGS.ess_encoder}")
+  timed = {r.get("workdir"): r.get("train min") for r in previous_rows}
+  minutes = timed.get(os.path.relpath(workdir, ROOT))
+  if FLAGS.reuse and minutes and sr_common.finished_run(spec, workdir, FLAGS.steps):
+    return workdir, 60 * minutes, True
+  return workdir, sr_common.train_fresh(spec, workdir, FLAGS.steps), False
 
 
 def stand_in_encoder() -> str:
@@ -169,8 +177,12 @@ def main(argv):
   encoder_note = stand_in_encoder() if any(
       onestep_config.METHODS[m].get("ess_weight") for m in methods) else ""
   probes = probe_pairs(track, FLAGS.probe)
+  previous = (common.read_results("onestep_sr") or {}).get("tracks", {}).get(track, {})
+  reused = []
   for method in methods:
-    workdir, seconds = train(method, track)
+    workdir, seconds, kept = train(method, track, previous.get("rows", []))
+    if kept:
+      reused.append(LABELS.get(method, method))
     run = runs.open(workdir)
     student = onestep_sr.make_student(run.model, run.params, run.config)
     outputs[method] = [student.upscale(p["lr"], key) for p in pairs]
@@ -217,7 +229,10 @@ def main(argv):
       "median of 3 interleaved runs (speed-up: the teacher's over each row's). Grid: "
       f"[{os.path.basename(png)}]({os.path.basename(png)}) — per test crop: bicubic, the "
       f"teacher, {', '.join(LABELS.get(m, m) for m in methods)}, HR. Wall time "
-      f"{(time.time() - start) / 60:.1f} min.")
+      f"{(time.time() - start) / 60:.1f} min" + (
+          f"; kept from the previous invocation (`{previous['command']}` at "
+          f"`{previous['commit'][:12]}`, same configs, its train min): {', '.join(reused)}"
+          if reused else "") + ".")
   columns = ["model", "calls", "GMACs / image (256²)", "PSNR", "PSNR vs teacher", "SSIM",
              "sharpness vs HR", *(["LPIPS"] if lpips else []), "CPU s / 256² image",
              "speed-up vs teacher",

@@ -1,6 +1,8 @@
 """What the diffusion-SR benchmarks (`ditsr.py`, `onestep_sr.py`) share: the degraded test
 crops, their scores, and LPIPS when its weights are given."""
 
+import json
+import os
 import shutil
 import time
 from typing import Callable, Dict, List, Optional
@@ -21,14 +23,32 @@ LPIPS_MISSING = ("LPIPS: not measured — its weights (the official lin layers a
                  "AlexNet) cannot be downloaded on this machine; pass --lpips_weights.")
 
 
+def bench_config(spec: str, steps: int):
+  """Config `spec` (path:args) as the benchmarks train it: no progress bar, one eval at
+  the end."""
+  return config_lib.load(spec, **{"train.progress_bar": False, "train.eval_every": steps})
+
+
 def train_fresh(spec: str, workdir: str, steps: int) -> float:
-  """Trains config `spec` (path:args) from scratch in `workdir` (emptied first), evaluating
-  once at the end; returns the seconds it took."""
+  """Trains config `spec` from scratch in `workdir` (emptied first), evaluating once at
+  the end; returns the seconds it took."""
   shutil.rmtree(workdir, ignore_errors=True)
-  config = config_lib.load(spec, **{"train.progress_bar": False, "train.eval_every": steps})
+  config = bench_config(spec, steps)
   start = time.time()
   runs.train(config, workdir)
   return time.time() - start
+
+
+def finished_run(spec: str, workdir: str, steps: int) -> bool:
+  """Whether `workdir` holds a run of exactly config `spec` that trained all `steps`."""
+  summary = os.path.join(workdir, "summary.json")
+  if not os.path.isfile(summary):
+    return False
+  with open(summary) as f:
+    done = json.load(f).get("steps") == steps
+  recorded = config_lib.from_workdir(workdir).to_dict()
+  wanted = json.loads(bench_config(spec, steps).to_json_best_effort())
+  return done and json.loads(json.dumps(recorded)) == wanted
 
 
 def test_pairs(track: str, eval_patch: int) -> List[Dict[str, np.ndarray]]:

@@ -25,6 +25,8 @@ weights and called once at t = T − 1; `method` picks the loss terms:
            severities), zero-expert slots, MoR's degradation-aware balance loss (α 0.01);
            loss: regression to the HR 1 + score distillation toward the HR 1 (effcomp's
            stand-in for MoR's VSD term; its GAN term is left out at CPU scale).
+           With CLIP weights, `--config.task.mor_estimator=clip:<folder>` routes from
+           CLIP's scores against 7 antonym prompt pairs, as the paper does.
            size=cpu: 2 shared + 8 routed ranks, 4 zero slots, top-2; size=paper: 8 shared
            + 32 routed, 8 zero slots (not given in the paper), top-8. lr 1e-3 (the paper's
            5e-5 is for 25K steps; a zero-initialized LoRA barely moves in a few hundred).
@@ -95,10 +97,10 @@ def get_config(arg=None):
     if name in teacher.task and name != "name":
       config.task[name] = teacher.task[name]
   config.task.patch_size = a.patch
-  config.task.update(METHODS[a.method])
-  mor = config.task.adapter == "mor"
+  mor = METHODS[a.method].get("adapter") == "mor"
   if mor:
     config.task.update(MOR_SIZES[a.size])
+  config.task.update(METHODS[a.method])  # after the size: the ablations override it
   if config.task.ess_weight:
     config.task.ess_encoder = a.ess_encoder
   config.teacher.workdir = a.teacher

@@ -55,3 +55,6 @@ MODEL_INITS: Registry = Registry("task's variable init")
 # features_fn(images in [−1, 1], NHWC) → a list of feature arrays [B, …, C]
 # (`effcomp.tasks.onestep_sr`'s ESS term; `config.task.ess_encoder = '<kind>:<path>'`).
 FEATURE_ENCODERS: Registry = Registry("feature encoder")
+# Frozen degradation scorers, by kind → `load(path) -> scores_fn(images in [−1, 1]) -> [B, K]`
+# in [0, 1] (MoR's routing input; `config.task.mor_estimator = '<kind>:<path>'`).
+DEGRADATION_SCORERS: Registry = Registry("degradation scorer")

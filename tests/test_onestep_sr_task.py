@@ -4,12 +4,14 @@ teacher, each method's loss terms train, upscaling, config errors, and the 8-dev
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import train_losses_on_one_and_eight_devices, upscaled_size
 from effcomp import config as config_lib
 from effcomp import runs
+from effcomp.registry import DEGRADATION_SCORERS
 from effcomp.tasks import onestep_sr
 from effcomp.train import metrics_writer
 
@@ -88,6 +90,15 @@ def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, encoder, m
                  {k: v for k, v in run.params.items() if k != "mor"}, master.params)
 
 
+def test_mor_ablations_override_the_size(teacher):
+  assert _config(teacher, "mor_nozero", 1).task.mor_zero == 0
+  assert _config(teacher, "mor_nobalance", 1).task.mor_alpha == 0
+  fixed = _config(teacher, "mor_fixed", 1).task
+  assert fixed.mor_routing == "fixed" and fixed.mor_zero == 4 and fixed.adapter == "mor"
+  paper = config_lib.load(f"configs/onestep_sr.py:method=mor,size=paper,teacher={teacher}").task
+  assert (paper.mor_shared, paper.mor_routed, paper.mor_top_k) == (8, 32, 8)
+
+
 def test_config_errors_name_the_field(tmp_path, teacher):
   with pytest.raises(ValueError, match="kappa"):
     runs.setup(_config(teacher, "regress", 1, **{"task.kappa": 1.0}))
@@ -109,3 +120,24 @@ def test_eight_devices_train_like_one(tmp_path, teacher, method):
       tmp_path, f"configs/onestep_sr.py:method={method},teacher={teacher},steps=2", *overrides)
   np.testing.assert_allclose(eight, one, rtol=2e-5)
   assert len(one) == 2
+
+
+def test_mor_routes_from_a_frozen_scorer():
+  if "test_brightness" not in DEGRADATION_SCORERS:  # two scores, no parameters
+    DEGRADATION_SCORERS.register("test_brightness")(
+        lambda path: lambda y: jnp.stack([jnp.mean(y, (1, 2, 3)) * 0.5 + 0.5,
+                                          jnp.std(y, (1, 2, 3))], axis=-1))
+  c = onestep_sr.task_defaults()
+  c.update(adapter="mor", mor_estimator="test_brightness:-")
+  model = runs.build_model(config_lib.load("configs/ditsr_photos.py", **TINY).model, "float32")
+  y = jnp.concatenate([jnp.full((1, 16, 16, 3), -0.8), jnp.full((1, 16, 16, 3), 0.8)])
+  t = jnp.zeros((2,), jnp.int32)
+  variables = onestep_sr.init_variables(c, model, jax.random.key(0), y, t, y)
+  mor = variables["params"]["mor"]
+  assert "estimator" not in mor
+  assert {r["kernel"].shape for r in mor["routers"].values()} == {(2, c.mor_routed + c.mor_zero)}
+  fn, info = onestep_sr.denoiser(model, variables["params"], y, c)
+  assert fn(y, t).shape == y.shape
+  np.testing.assert_allclose(info["severity"][:, 0], [0.1, 0.9], atol=1e-6)
+  terms = onestep_sr.mor_losses(info, jnp.zeros((2, 3)), c)
+  assert set(terms) == {"balance"} and terms["balance"].shape == (2,)

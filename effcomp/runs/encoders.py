@@ -1,4 +1,6 @@
-"""Frozen image encoders for perceptual losses, registered in `FEATURE_ENCODERS`.
+"""Frozen image encoders for perceptual losses (`FEATURE_ENCODERS`) and degradation
+scorers for MoR's routing (`DEGRADATION_SCORERS`: 'clip:<folder>', CLIP against antonym
+prompt pairs, `effcomp.metrics.clip_iqa`).
 
   'run:<workdir>'  an effcomp classifier run (e.g. `configs/stand_in_encoder.py`, the
                    rotation-trained CNN that stands in for CLIP at CPU scale): the outputs
@@ -16,7 +18,7 @@ run trained on uint8 images without `mean`/`std`; runs with `task.mean`/`task.st
 those applied too.
 """
 
-from typing import Callable, List
+from typing import Callable, List, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,9 +26,9 @@ import jax.numpy as jnp
 
 from effcomp.convert.clip import load_clip
 from effcomp.data.image_inputs import model_inputs
-from effcomp.metrics import proxy
+from effcomp.metrics import clip_iqa, proxy
 from effcomp.models import clip
-from effcomp.registry import FEATURE_ENCODERS
+from effcomp.registry import DEGRADATION_SCORERS, FEATURE_ENCODERS
 from effcomp.runs.run import open_run
 from effcomp.tasks import classification
 from effcomp.tasks.base import task_config
@@ -69,3 +71,37 @@ def load_clip_encoder(folder: str) -> Callable[[jax.Array], List[jax.Array]]:
     return [embeds, hidden[-1]]
 
   return features
+
+
+def clip_tokenizer(folder: str) -> Callable[[Sequence[str]], tuple]:
+  """texts → (input_ids, attention_mask) [N, tokens] by the folder's CLIP tokenizer."""
+  import transformers  # optional: only CLIP folders need the tokenizer (a test extra)
+  tokenizer = transformers.CLIPTokenizer.from_pretrained(folder)
+
+  def tokenize(texts):
+    out = tokenizer(list(texts), padding=True, return_tensors="np")
+    return out["input_ids"], out["attention_mask"]
+  return tokenize
+
+
+@DEGRADATION_SCORERS.register("clip")
+def load_clip_degradation_scorer(folder: str, tokenize: Optional[Callable] = None,
+                                 prompt_pairs=clip_iqa.PROMPT_PAIRS
+                                 ) -> Callable[[jax.Array], jax.Array]:
+  """scores_fn(images [B, H, W, 3] in [−1, 1]) → MoR's degradation scores [B, K], K =
+  len(prompt_pairs), through CLIP's logit scale (`clip_iqa.relative_scores`); the prompts
+  are embedded once here. tokenize: texts → (ids, mask); default the folder's tokenizer."""
+  model, variables = load_clip(folder)
+  tokenize = tokenize or clip_tokenizer(folder)
+  ids, mask = tokenize([text for pair in prompt_pairs for text in pair])
+  text = model.apply(variables, jnp.asarray(ids), jnp.asarray(mask), method=model.encode_text)
+  positive, negative = text[0::2], text[1::2]
+  scale = float(jnp.exp(variables["params"]["logit_scale"]))
+  size = model.config.vision.image_size
+
+  def scores(images):
+    pixels = clip.preprocess((images.astype(jnp.float32) + 1.0) / 2.0, size)
+    embeds = model.apply(variables, pixels, method=model.encode_image)
+    return clip_iqa.relative_scores(embeds, positive, negative, scale)
+
+  return scores

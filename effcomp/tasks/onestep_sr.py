@@ -73,7 +73,8 @@ from effcomp.metrics import image as image_metrics
 from effcomp.models.sr.degradation_estimator import DegradationEstimator
 from effcomp.models.sr.time_aware_discriminator import TimeAwareDiscriminator
 from effcomp.nn import lora
-from effcomp.registry import FEATURE_ENCODERS, MODEL_INITS, MODEL_INPUTS, TASKS
+from effcomp.registry import (DEGRADATION_SCORERS, FEATURE_ENCODERS, MODEL_INITS,
+                              MODEL_INPUTS, TASKS)
 from effcomp.tasks import diffusion_sr, sr
 from effcomp.tasks.base import Task, task_config
 
@@ -100,7 +101,7 @@ def task_defaults() -> ml_collections.ConfigDict:
             "adapter": "none", "mor_targets": "qkv,proj,fc1,fc2", "mor_shared": 2,
             "mor_routed": 8, "mor_zero": 4, "mor_top_k": 2, "mor_routing": "degradation",
             "mor_scale": 1.0, "mor_alpha": 0.01, "mor_severity_aware": True,
-            "mor_estimator_weight": 1.0, "mor_train_base": False})
+            "mor_estimator": "", "mor_estimator_weight": 1.0, "mor_train_base": False})
   return c
 
 
@@ -124,6 +125,10 @@ def check_config(c: ml_collections.ConfigDict, model, teacher_workdir: str) -> N
   if c.hfp_weight and c.patch_size % 2 ** c.hfp_levels:
     raise ValueError(f"config.task.hfp_levels={c.hfp_levels}: patch_size={c.patch_size} "
                      "must be divisible by 2^hfp_levels")
+  if c.mor_estimator and ":" not in c.mor_estimator:
+    raise ValueError(f"config.task.mor_estimator={c.mor_estimator!r}: expected '' (the "
+                     "trained estimator) or '<kind>:<path>' with kind one of "
+                     f"{DEGRADATION_SCORERS.names()}")
   if c.adapter not in ADAPTERS:
     raise ValueError(f"config.task.adapter={c.adapter!r}: expected one of {ADAPTERS}")
   if c.mor_routing not in ROUTINGS:
@@ -145,7 +150,7 @@ def check_config(c: ml_collections.ConfigDict, model, teacher_workdir: str) -> N
 
 def split_params(params: Dict[str, Any]) -> Tuple[Dict[str, Any], Any]:
   """(the student's parameters (with 'mor'), the discriminator's or None)."""
-  return {k: v for k, v in params.items() if k != DISCRIMINATOR}, params.get(DISCRIMINATOR)
+  return _without(params, DISCRIMINATOR), params.get(DISCRIMINATOR)
 
 
 def _without(params: Dict[str, Any], key: str) -> Dict[str, Any]:
@@ -161,19 +166,32 @@ def mor_ranks(c) -> int:
   return c.mor_shared + (c.mor_top_k if c.mor_routing == "fixed" else c.mor_routed)
 
 
+@functools.lru_cache(maxsize=4)
+def _scorer(spec: str):
+  kind, path = spec.split(":", 1)
+  return DEGRADATION_SCORERS.get(kind)(path)
+
+
+def _severity(mor: Dict[str, Any], y: jax.Array, c) -> jax.Array:
+  """Degradation scores [B, K] of y: the frozen scorer's, or the trained estimator's."""
+  if c.mor_estimator:
+    return jax.lax.stop_gradient(_scorer(c.mor_estimator)(y))
+  return ESTIMATOR.apply({"params": mor["estimator"]}, y)
+
+
 def init_mor(rng: jax.Array, base_params: Any, y: jax.Array, c) -> Dict[str, Any]:
-  """MoR's parameters: {'adapters': `lora.init_adapters`, 'routers': {path: Dense(3 →
-  routed + zero)}, 'estimator': `DegradationEstimator`'s}."""
+  """MoR's parameters: {'adapters': `lora.init_adapters`, 'routers': {path: Dense(K →
+  routed + zero)}, and with no frozen scorer 'estimator': `DegradationEstimator`'s}."""
   k_adapters, k_routers, k_estimator = jax.random.split(rng, 3)
-  adapters = lora.init_adapters(k_adapters, base_params, _targets(c), mor_ranks(c))
-  estimator = ESTIMATOR.init(k_estimator, y)["params"]
-  mor = {"adapters": adapters, "estimator": estimator}
+  mor = {"adapters": lora.init_adapters(k_adapters, base_params, _targets(c), mor_ranks(c))}
+  if not c.mor_estimator:
+    mor["estimator"] = ESTIMATOR.init(k_estimator, y)["params"]
   if c.mor_routing == "degradation":
+    scores = _severity(mor, y, c).shape[-1]
     experts = c.mor_routed + c.mor_zero
     mor["routers"] = {path: {"kernel": 0.1 * jax.random.normal(
-        jax.random.fold_in(k_routers, i), (ESTIMATOR.outputs, experts)),
-                             "bias": jnp.zeros((experts,))}
-                      for i, path in enumerate(sorted(adapters))}
+        jax.random.fold_in(k_routers, i), (scores, experts)), "bias": jnp.zeros((experts,))}
+                      for i, path in enumerate(sorted(mor["adapters"]))}
   return mor
 
 
@@ -188,7 +206,7 @@ def denoiser(model, params: Dict[str, Any], y: jax.Array, c, train: bool = False
     return lambda x, t: model.apply({"params": base}, x, t, y, **kwargs), {}
   if not c.mor_train_base:
     base = jax.lax.stop_gradient(base)
-  severity = ESTIMATOR.apply({"params": mor["estimator"]}, y)
+  severity = _severity(mor, y, c)
   info: Dict[str, Any] = {"severity": severity}
   gates = None
   if c.mor_routing == "degradation":
@@ -209,10 +227,13 @@ def denoiser(model, params: Dict[str, Any], y: jax.Array, c, train: bool = False
 
 
 def mor_losses(info: Dict[str, Any], severity: jax.Array, c) -> Dict[str, jax.Array]:
-  """MoR's per-example terms: the estimator's regression to the drawn severities, and the
-  load-balancing loss averaged over layers (the same for every example)."""
-  terms = {"estimator": c.mor_estimator_weight * _mean_flat(
-      jnp.square(info["severity"] - severity))}
+  """MoR's per-example terms: the estimator's regression to the drawn severities (unless a
+  frozen scorer routes), and the load-balancing loss averaged over layers (the same for
+  every example)."""
+  terms = {}
+  if not c.mor_estimator:
+    terms["estimator"] = c.mor_estimator_weight * _mean_flat(
+        jnp.square(info["severity"] - severity))
   if c.mor_alpha and "layers" in info:
     s = jnp.mean(jax.lax.stop_gradient(info["severity"]), axis=-1) if c.mor_severity_aware else 1.0
     balance = sum(lora.load_balance_loss(v["probs"], v["chosen"], c.mor_routed, s, c.mor_alpha)
