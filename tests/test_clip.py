@@ -1,15 +1,11 @@
 """effcomp CLIP (effcomp.models.clip, effcomp.convert.clip) vs transformers' CLIPModel."""
 
-import json
-import os
-
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from safetensors import numpy as safetensors_np
 
 from effcomp.convert import clip as convert_clip
 from effcomp.convert import state_dict
@@ -105,13 +101,6 @@ def test_matches_transformers_clip_model(reference):
     _close(got, want.numpy(), f"vision hidden state {i}")
 
 
-def _write_folder(folder, config, tensors):
-  # As save_pretrained: 0-d logit_scale stays 0-d (hf_checkpoint.write_folder makes it 1-d).
-  safetensors_np.save_file(dict(tensors), os.path.join(folder, "model.safetensors"))
-  with open(os.path.join(folder, "config.json"), "w") as f:
-    json.dump(config, f)
-
-
 def _random_checkpoint(folder, eos_token_id=2):
   """Writes a random CLIP as an HF folder (our params in HF names, no torch); returns
   (model, variables)."""
@@ -121,7 +110,7 @@ def _random_checkpoint(folder, eos_token_id=2):
   variables = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(np.float32),
                            nn.unbox(convert_clip.abstract_variables(model)))
   tensors = state_dict.to_state_dict(variables, convert_clip.name_map(model))
-  _write_folder(str(folder), config, tensors)
+  hf_checkpoint.write_folder(str(folder), config, tensors)  # 0-d logit_scale stays 0-d
   return model, variables
 
 
@@ -146,7 +135,7 @@ def test_load_names_the_missing_unexpected_or_misshapen_tensor(tmp_path):
   convert_clip.variables_from_hf(tensors, model)
   missing = dict(tensors)
   del missing["vision_model.encoder.layers.1.self_attn.k_proj.bias"]
-  _write_folder(str(tmp_path), _hf_config_dict(), missing)
+  hf_checkpoint.write_folder(str(tmp_path), _hf_config_dict(), missing)
   with pytest.raises(ValueError, match=r"folder=.*vision_model\.encoder\.layers\.1\.self_attn"
                      r"\.k_proj\.bias"):
     convert_clip.load_clip(str(tmp_path))

@@ -72,7 +72,7 @@ def export_tensors(params: Any, shapes: Mapping[Tuple[str, ...], Tuple[int, ...]
       raise ValueError(f"param {'/'.join(path)}: shape {tuple(value.shape)}, expected "
                        f"{tuple(shapes[path])}")
     array = np.asarray(jax.device_get(value), np.float32)
-    tensors[name_fn(path)] = np.ascontiguousarray(layout_fn(array, path))
+    tensors[name_fn(path)] = np.require(layout_fn(array, path), requirements="C")
   return tensors
 
 
@@ -93,7 +93,7 @@ def write_folder(folder: str, config: Mapping[str, Any], tensors: Mapping[str, n
   os.makedirs(folder, exist_ok=True)
   shards, current, size = [], {}, 0
   for name in sorted(tensors):
-    array = np.ascontiguousarray(tensors[name])
+    array = np.require(tensors[name], requirements="C")  # ascontiguousarray makes 0-d 1-d
     if current and size + array.nbytes > max_shard_bytes:
       shards.append(current)
       current, size = {}, 0
