@@ -135,18 +135,16 @@ def mor_columns(student, probes, key) -> dict:
   return row
 
 
-def mor_macs(student) -> tuple:
-  """(a 256² call's MACs with every rank computed, the adapters' rank)."""
-  c = student.config
+def mor_macs(student) -> float:
+  """A 256² call's MACs with every adapter rank computed (routing masks, not skips)."""
   y = jnp.zeros((1, 256, 256, 3))
   t = jnp.zeros((1,), jnp.int32)
 
   def call(a):
-    fn, _ = onestep_sr.denoiser(student.model, student.params, a, c)
+    fn, _ = onestep_sr.denoiser(student.model, student.params, a, student.config)
     return fn(a, t)
 
-  total = flops.jaxpr_macs(call, y)
-  return total, onestep_sr.mor_ranks(c)
+  return flops.jaxpr_macs(call, y)
 
 
 def samples_png(track):
@@ -191,9 +189,10 @@ def main(argv):
            "workdir": os.path.relpath(workdir, ROOT)}
     if onestep_sr.MOR in student.params:
       row.update(mor_columns(student, probes, key))
-      dense, ranks = mor_macs(student)
       active = np.mean([row[f"active ranks ({n})"] for n in ("mild", "medium", "severe")])
-      row["GMACs / image (256²)"] = (macs + (dense - macs) * active / ranks) / 1e9
+      adapters = mor_macs(student) - macs  # (and the estimator and routers)
+      row["GMACs / image (256²)"] = (macs + adapters * active
+                                     / onestep_sr.mor_ranks(student.config)) / 1e9
     rows.append(row)
     samplers.append(student)
     print(rows[-1], flush=True)

@@ -63,7 +63,7 @@ TERMS = {"teacher", "hr", "hsd", "gan", "disc", "ess", "hfp", "estimator", "bala
     pytest.param("regress", {"teacher"}, marks=pytest.mark.slow),
     pytest.param("hr", {"hr"}, marks=pytest.mark.slow),
     ("tadsr", {"teacher", "hsd", "gan", "disc"}),
-    ("vpdsr", {"teacher", "ess", "hfp", "gan", "disc"}),
+    pytest.param("vpdsr", {"teacher", "ess", "hfp", "gan", "disc"}, marks=pytest.mark.slow),
     ("mor", {"hr", "hsd", "estimator", "balance"})])
 def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, encoder, method, terms):
   workdir = str(tmp_path / method)
