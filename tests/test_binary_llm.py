@@ -162,6 +162,7 @@ def _losses(workdir):
   return np.array([r["train/loss"] for r in rows if "train/loss" in r])
 
 
+@pytest.mark.slow  # 8 devices, 40–90 s: make test-slow (keeps make test under 20 minutes)
 def test_eight_devices_train_the_binary_student_like_one(tmp_path, teacher):
   # SGD: Adam turns float reduction-order noise in near-zero gradients into O(lr) updates.
   overrides = [f"--config.{k}={v}" for k, v in {**COMMON, "train.eval_every": 0,

@@ -69,6 +69,7 @@ def test_training_runs_and_the_teacher_api(tmp_path, data_dir, model):
     assert upscaled_size(tmp_path, workdir, (13, 21)) == (84, 52)
 
 
+@pytest.mark.slow  # 8 devices, 40–90 s: make test-slow (keeps make test under 20 minutes)
 def test_eight_devices_train_like_one(tmp_path, data_dir):
   del data_dir
   overrides = [f"--config.{k}={v}" for k, v in {

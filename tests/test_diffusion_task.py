@@ -131,6 +131,7 @@ def test_autoencoder_patches():
     autoencoder.random_patch(image, 11, np.random.default_rng(0))
 
 
+@pytest.mark.slow  # 8 devices, 40–90 s: make test-slow (keeps make test under 20 minutes)
 def test_eight_devices_train_diffusion_like_one(tmp_path, data_dir):
   del data_dir
   # Without the learned-variance VLB term: its t = 0 likelihood (log of CDF differences)

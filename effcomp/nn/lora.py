@@ -2,17 +2,19 @@
 touching the model's code or its parameter tree.
 
 Adapters are a parameter tree of their own, keyed by the adapted layer's module path
-joined by '.' ('down_0_stage.blocks_0.attn.qkv': no '/', which checkpoint paths use): {path: {'a': [d_in, r], 'b': [r, d_out]}}, `b` zero at
-initialization (Hu et al., LoRA, 2021: ΔW = A·B·α/r, starts at 0). `adapted(adapters,
-scale, gates)` is a context in which every adapted Dense returns
+joined by '.' ('down_0_stage.blocks_0.attn.qkv': no '/', which checkpoint paths use):
+{path: {'a': [d_in, r], 'b': [r, d_out]}}, `b` zero at initialization (Hu et al., LoRA,
+2021: ΔW = A·B·α/r, starts at 0). `adapted(adapters, scale, gates)` is a context in which
+every adapted Dense returns
 
   x·W + b + scale · ((x·A) ⊙ g)·B
 
 through `flax.linen.intercept_methods`, so `model.apply(variables, ...)` inside it runs
 the adapted model (and gradients reach the adapters).
 
-MoR (He, Tu, Cheng et al., "MoR: Mixture of Ranks for one-step diffusion SR", AAAI 2026;
-no public code: the formulas of the paper) treats each rank of A·B as an expert:
+MoR (He, Tu, Cheng et al., "Mixture of Ranks with Degradation-Aware Routing for One-Step
+Real-World Image Super-Resolution", AAAI 2026, arXiv 2511.16024; no public code: the
+formulas of the paper) treats each rank of A·B as an expert:
 `mor_gates` gives per-image gates g = [1 (shared ranks, always on) | top-k of the
 router's softmax over the routed ranks and the zero-expert slots, the rest 0]; a zero
 expert has no A, B columns, so choosing one costs nothing and adds nothing; and

@@ -71,8 +71,8 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
 def task_defaults() -> ml_collections.ConfigDict:
   """Fields `config.task` may hold for this task (set them in the config file)."""
   return ml_collections.ConfigDict({
-      "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0, "image_size": 0,
-      "distill_weight": 0.0, "distill_temperature": 4.0, "mean": (), "std": (),
+      "name": "classification", "label_smoothing": 0.0, "augment": "none", "resize": 0,
+      "image_size": 0, "distill_weight": 0.0, "distill_temperature": 4.0, "mean": (), "std": (),
       "rotation_pretext": False})
 
 

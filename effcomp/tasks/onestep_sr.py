@@ -136,8 +136,8 @@ def check_config(c: ml_collections.ConfigDict, model, teacher_workdir: str) -> N
   if c.adapter == "mor" and not (c.mor_shared >= 0 and c.mor_routed >= 1 and c.mor_zero >= 0
                                  and 1 <= c.mor_top_k <= c.mor_routed + c.mor_zero):
     raise ValueError(f"config.task mor_shared={c.mor_shared}, mor_routed={c.mor_routed}, "
-                     f"mor_zero={c.mor_zero}, mor_top_k={c.mor_top_k}: expected ≥ 0, ≥ 1, ≥ 0 "
-                     "and 1 ≤ top_k ≤ routed + zero")
+                     f"mor_zero={c.mor_zero}, mor_top_k={c.mor_top_k}: expected ≥ 0, ≥ 1, "
+                     "≥ 0 and 1 ≤ top_k ≤ routed + zero")
   if not teacher_workdir:
     raise ValueError("config.teacher.workdir: a one-step student needs its diffusion_sr "
                      "teacher's workdir")
@@ -242,6 +242,11 @@ def mor_losses(info: Dict[str, Any], severity: jax.Array, c) -> Dict[str, jax.Ar
   return terms
 
 
+def discriminator(c) -> TimeAwareDiscriminator:
+  """TAD-SR's time-aware discriminator of the task's config."""
+  return TimeAwareDiscriminator(c.disc_embed_dim, c.disc_logits_per_position)
+
+
 def init_variables(c, model, rng: jax.Array, x: jax.Array, t: jax.Array, y: jax.Array
                    ) -> Dict[str, Any]:
   """Every trained variable: the student's, MoR's ('mor'), the discriminator's and its
@@ -252,8 +257,7 @@ def init_variables(c, model, rng: jax.Array, x: jax.Array, t: jax.Array, y: jax.
   if c.adapter == "mor":
     params[MOR] = init_mor(r_mor, nn.unbox(variables["params"]), y, c)
   if c.gan_weight:
-    disc = TimeAwareDiscriminator(c.disc_embed_dim, c.disc_logits_per_position)
-    d = disc.init(r_disc, model.apply(variables, x, t, y, encoder_only=True), t)
+    d = discriminator(c).init(r_disc, model.apply(variables, x, t, y, encoder_only=True), t)
     params[DISCRIMINATOR] = d["params"]
     state["batch_stats"] = {DISCRIMINATOR: d["batch_stats"]}
   return {"params": params, **state}
@@ -274,8 +278,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
   schedule = diffusion_sr.schedule_of(c)
   process = diffusion_sr.process_args(c)
   last = schedule.num_timesteps - 1
-  disc = (TimeAwareDiscriminator(c.disc_embed_dim, c.disc_logits_per_position)
-          if c.gan_weight else None)
+  disc = discriminator(c) if c.gan_weight else None
   if c.ess_weight:
     kind, path = c.ess_encoder.split(":", 1)
     encoder = FEATURE_ENCODERS.get(kind)(path)
