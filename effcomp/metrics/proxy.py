@@ -42,7 +42,7 @@ def classifier_inputs(images: jax.Array, resize: int = 0) -> jax.Array:
   return x
 
 
-def _capture_input(layer: str, captured: Dict[str, Any]):
+def capture_input(layer: str, captured: Dict[str, Any]):
   """An interceptor recording the first positional input of submodule `layer`'s __call__."""
   def interceptor(next_fun, args, kwargs, context):
     if context.method_name == "__call__" and "/".join(context.module.path) == layer:
@@ -56,7 +56,7 @@ def penultimate_features(model: nn.Module, variables, images: jax.Array,
   """The input of submodule `layer` when `model` (eval mode) runs on `images`, flattened
   to [B, D]. Pure and jittable; `ValueError` if `layer` is never called."""
   captured: Dict[str, Any] = {}
-  with nn.intercept_methods(_capture_input(layer, captured)):
+  with nn.intercept_methods(capture_input(layer, captured)):
     model.apply(variables, images)
   if "x" not in captured:
     raise ValueError(f"layer={layer!r}: {type(model).__name__} has no submodule at that path "

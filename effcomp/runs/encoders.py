@@ -34,6 +34,11 @@ from effcomp.tasks import classification
 from effcomp.tasks.base import task_config
 
 
+def _unit_range(images: jax.Array) -> jax.Array:
+  """[−1, 1] → [0, 1] float32."""
+  return (images.astype(jnp.float32) + 1.0) / 2.0
+
+
 @FEATURE_ENCODERS.register("run")
 def load_run_encoder(workdir: str) -> Callable[[jax.Array], List[jax.Array]]:
   """features_fn(images [B, H, W, 3] in [−1, 1]) → [each BatchNorm output, penultimate]."""
@@ -45,14 +50,16 @@ def load_run_encoder(workdir: str) -> Callable[[jax.Array], List[jax.Array]]:
   variables = jax.device_get(run.variables)
 
   def features(images):
-    x = (images.astype(jnp.float32) + 1.0) / 2.0
+    x = _unit_range(images)
     if c.mean:
       x = model_inputs(x, 0, tuple(c.mean), tuple(c.std))
-    _, state = run.model.apply(variables, x, capture_intermediates=lambda m, _: isinstance(
-        m, nn.BatchNorm), mutable=["intermediates"])
+    head_input = {}  # the penultimate features, from the same forward pass
+    with nn.intercept_methods(proxy.capture_input("head", head_input)):
+      _, state = run.model.apply(variables, x, capture_intermediates=lambda m, _: isinstance(
+          m, nn.BatchNorm), mutable=["intermediates"])
     maps = [v["__call__"][0] for v in jax.tree_util.tree_leaves(
         state["intermediates"], is_leaf=lambda v: isinstance(v, dict) and "__call__" in v)]
-    return maps + [proxy.penultimate_features(run.model, variables, x)]
+    return maps + [head_input["x"].astype(jnp.float32)]
 
   return features
 
@@ -65,7 +72,7 @@ def load_clip_encoder(folder: str) -> Callable[[jax.Array], List[jax.Array]]:
   size = model.config.vision.image_size
 
   def features(images):
-    pixels = clip.preprocess((images.astype(jnp.float32) + 1.0) / 2.0, size)
+    pixels = clip.preprocess(_unit_range(images), size)
     embeds, hidden = model.apply(variables, pixels, return_hidden=True,
                                  method=model.encode_image)
     return [embeds, hidden[-1]]
@@ -100,7 +107,7 @@ def load_clip_degradation_scorer(folder: str, tokenize: Optional[Callable] = Non
   size = model.config.vision.image_size
 
   def scores(images):
-    pixels = clip.preprocess((images.astype(jnp.float32) + 1.0) / 2.0, size)
+    pixels = clip.preprocess(_unit_range(images), size)
     embeds = model.apply(variables, pixels, method=model.encode_image)
     return clip_iqa.relative_scores(embeds, positive, negative, scale)
 
