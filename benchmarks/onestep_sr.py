@@ -13,17 +13,19 @@ magnitude over the HR's (`effcomp.metrics.image.sharpness_ratio`), LPIPS (AlexNe
 output (jitted, medians of interleaved runs, so the ratios hold) and the speed-up over the
 teacher (goal ≥ 10×). VPD-SR's semantic loss uses the stand-in encoder of
 `configs/stand_in_encoder.py` (trained here first when `--ess_encoder`'s run is absent), a
-proxy for CLIP. MoR rows add the mean active LoRA ranks per adapted layer on `--probe`
-random 64² crops of each test photo with the track's degradation, by tercile of the
-pipeline's drawn severity (mild / medium / severe), and the correlation of the degradation
-estimator with that severity; their GMACs count the adapters at the mean active ranks
-(the routed-but-idle ranks are masked, not skipped, in the jitted graph: static shapes).
+proxy for CLIP; MoR routes from the frozen degradation estimator of
+`configs/degradation_estimator.py` (likewise), a proxy for its CLIP scores. MoR rows add the
+mean active LoRA ranks per adapted layer on `--probe` random 64² crops of each test photo
+with the track's degradation, by tercile of the LR's measured distortion (mild / medium /
+severe), and the correlation of the estimated distortion with it; their GMACs count the
+adapters at the mean active ranks (the routed-but-idle ranks are masked, not skipped, in the
+jitted graph: static shapes).
 Paper expectation (SinSR, TAD-SR, VPD-SR, MoR): the one-step students match or beat their
 teacher; MoR gives severe degradations more active ranks. Each invocation rewrites its
 track's table and keeps the other's.
 
   python benchmarks/onestep_sr.py [--teacher=workdirs/bench_ditsr/bicubic/dit_sr] \\
-      [--methods=regress,hr,tadsr,vpdsr] [--steps=150]
+      [--methods=regress,hr,tadsr,vpdsr] [--steps=120]
   python benchmarks/onestep_sr.py --teacher=workdirs/bench_ditsr/realesrgan/dit_sr
 """
 
@@ -57,10 +59,14 @@ flags.DEFINE_list("methods", [], "configs/onestep_sr.py methods; default: the tr
                   "(TRACK_METHODS).")
 flags.DEFINE_string("ess_encoder", onestep_config.DEFAULT_ENCODER,
                     "VPD-SR's frozen encoder ('run:<workdir>' trained here if absent).")
+flags.DEFINE_string("mor_estimator", "run:" + os.path.join("workdirs", "degradation_estimator"),
+                    "MoR's frozen degradation scorer ('run:<workdir>' of "
+                    "configs/degradation_estimator.py, trained here if absent; 'clip:<folder>'; "
+                    "'' trains one beside each MoR student).")
 flags.DEFINE_bool("reuse", False, "Keep a student whose workdir holds a finished run of the "
                   "same config, timed by this track's previous results (its row says so).")
 flags.DEFINE_integer("probe", 8, "Random crops per test photo for MoR's active ranks.")
-flags.DEFINE_integer("steps", 150, "Training steps of every student.")
+flags.DEFINE_integer("steps", 120, "Training steps of every student.")
 flags.DEFINE_integer("batch", 8, "HR patches per step.")
 flags.DEFINE_integer("patch", 32, "HR side of the training patches.")
 flags.DEFINE_float("lr", 0.0, "AdamW learning rate; 0: the method's (configs/onestep_sr.py LR).")
@@ -68,6 +74,7 @@ flags.DEFINE_integer("eval_patch", 256, "HR side of the test crops.")
 flags.DEFINE_string("lpips_weights", None, "LPIPS weights (see benchmarks/ditsr.py).")
 flags.DEFINE_string("lpips_backbone", None, "torchvision AlexNet .pth for a lin-only .pth.")
 FLAGS = flags.FLAGS
+DISTORTION = 3  # `degradations.degradation_severity`: the LR's measured distortion
 LABELS = {"regress": "one-step: regression to the teacher (SinSR-style)",
           "hr": "one-step: regression to HR", "tadsr": "one-step: TAD-SR",
           "vpdsr": "one-step: VPD-SR (stand-in encoder)", "mor": "one-step: MoR",
@@ -85,7 +92,7 @@ def train(method, track, previous_rows):
   workdir = os.path.join(FLAGS.runs_dir, track, method)
   spec = (f"configs/onestep_sr.py:method={method},teacher={FLAGS.teacher},steps={FLAGS.steps},"
           f"batch={FLAGS.batch},patch={FLAGS.patch},lr={FLAGS.lr},"
-          f"ess_encoder={FLAGS.ess_encoder}")
+          f"ess_encoder={FLAGS.ess_encoder},mor_estimator={FLAGS.mor_estimator}")
   timed = {r.get("workdir"): r.get("train min") for r in previous_rows}
   minutes = timed.get(os.path.relpath(workdir, ROOT))
   if FLAGS.reuse and minutes and sr_common.finished_run(spec, workdir, FLAGS.steps):
@@ -93,24 +100,41 @@ def train(method, track, previous_rows):
   return workdir, sr_common.train_fresh(spec, workdir, FLAGS.steps), False
 
 
-def stand_in_encoder() -> str:
-  """Trains `configs/stand_in_encoder.py` into --ess_encoder's run unless it exists; its
-  notes line."""
-  kind, workdir = FLAGS.ess_encoder.split(":", 1)
-  if kind != "run":
-    return f"ESS encoder: `{FLAGS.ess_encoder}`."
+def stand_in(spec: str, config: str, steps: int, metric: str) -> dict:
+  """Trains `config` into the workdir of `spec` ('run:<workdir>') unless it holds a run;
+  its last logged row with `metric`."""
+  workdir = spec.split(":", 1)[1]
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    sr_common.train_fresh("configs/stand_in_encoder.py", workdir, 600)
-  rows = [r for r in metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-          if "train/accuracy" in r]
-  return (f"ESS encoder (a proxy for CLIP): the rotation-prediction CNN in `{workdir}` "
-          f"(`configs/stand_in_encoder.py`, {rows[-1]['step']} steps, last train accuracy "
-          f"{rows[-1]['train/accuracy']:.2f} on 4 rotations).")
+    sr_common.train_fresh(config, workdir, steps)
+  return [r for r in metrics_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+          if metric in r][-1]
+
+
+def stand_in_encoder() -> str:
+  """The notes line of --ess_encoder (trained first when a missing run)."""
+  if not FLAGS.ess_encoder.startswith("run:"):
+    return f"ESS encoder: `{FLAGS.ess_encoder}`."
+  row = stand_in(FLAGS.ess_encoder, "configs/stand_in_encoder.py", 600, "train/accuracy")
+  return (f"ESS encoder (a proxy for CLIP): the rotation-prediction CNN in "
+          f"`{FLAGS.ess_encoder[4:]}` (`configs/stand_in_encoder.py`, {row['step']} steps, "
+          f"last train accuracy {row['train/accuracy']:.2f} on 4 rotations).")
+
+
+def degradation_scorer() -> str:
+  """The notes line of --mor_estimator (trained first when a missing run)."""
+  if not FLAGS.mor_estimator.startswith("run:"):
+    return (f"MoR's degradation scores: `{FLAGS.mor_estimator}`." if FLAGS.mor_estimator
+            else "MoR's degradation estimator: trained beside each student.")
+  row = stand_in(FLAGS.mor_estimator, "configs/degradation_estimator.py", 1500, "eval/loss")
+  return (f"MoR's degradation scores (a proxy for the paper's frozen CLIP): the estimator in "
+          f"`{FLAGS.mor_estimator[4:]}` (`configs/degradation_estimator.py`, {row['step']} "
+          f"steps, frozen; eval MSE {row['eval/loss']:.3f}, distortion MAE "
+          f"{row['eval/mae_distortion']:.3f}).")
 
 
 def probe_pairs(track: str, per_photo: int) -> list:
-  """Random 64² HR crops of the test photos, degraded with fixed seeds, with the severity
-  the pipeline drew."""
+  """Random 64² HR crops of the test photos, degraded with fixed seeds, with their
+  severities (`degradations.degradation_severity`)."""
   c = diffusion_sr.task_defaults()
   c.update(degradation=track, patch_size=64, augment=False)
   source = sources.get_source("photos", "test")
@@ -124,13 +148,14 @@ def mor_columns(student, probes, key) -> dict:
   lr = diffusion_sr.to_model_space(jnp.stack([p["lr"] for p in probes]))
   y = diffusion_sr.upsample_lr(lr, student.scale)
   _, info = student.with_info(y, key)
-  truth = np.asarray([p["severity"].mean() for p in probes])
+  truth = np.asarray([p["severity"][DISTORTION] for p in probes])
   active = np.asarray(info["active"])
   order = np.argsort(truth)
   thirds = np.array_split(order, 3)
   row = {f"active ranks ({name})": float(active[idx].mean())
          for name, idx in zip(("mild", "medium", "severe"), thirds)}
-  estimate = np.asarray(info["severity"]).mean(-1)
+  scores = np.asarray(info["severity"])  # a CLIP scorer's K scores: their mean
+  estimate = scores[:, DISTORTION] if scores.shape[-1] == 4 else scores.mean(-1)
   row["estimator r"] = float(np.corrcoef(estimate, truth)[0, 1])
   return row
 
@@ -174,6 +199,8 @@ def main(argv):
   methods = FLAGS.methods or TRACK_METHODS[track]
   encoder_note = stand_in_encoder() if any(
       onestep_config.METHODS[m].get("ess_weight") for m in methods) else ""
+  if any(onestep_config.METHODS[m].get("adapter") == "mor" for m in methods):
+    encoder_note += " " + degradation_scorer()
   probes = probe_pairs(track, FLAGS.probe)
   previous = (common.read_results("onestep_sr") or {}).get("tracks", {}).get(track, {})
   reused = []
@@ -218,10 +245,10 @@ def main(argv):
       f"call at t = T − 1 from a fixed noise. {encoder_note} MoR (CPU size: 2 shared + 8 "
       "routed rank-1 experts, 4 zero slots, top-2, on 68 Dense layers; teacher weights "
       f"frozen): active ranks = shared + chosen routed ranks per adapted layer, mean over "
-      f"layers, on {FLAGS.probe} random 64² crops per test photo split into terciles of the "
-      "drawn severity (mean of blur, noise, JPEG in [0, 1]); estimator r: Pearson "
-      "correlation of the estimator's mean severity with it; GMACs of MoR rows: the "
-      "adapters at the mean active ranks. PSNR / SSIM: Y channel, 4 "
+      f"layers, on {FLAGS.probe} random 64² crops per test photo split into terciles of their "
+      "distortion ((35 − PSNR of the LR against the clean bicubic LR) / 25 dB, in [0, 1]); "
+      "estimator r: Pearson correlation of the estimated distortion with it; GMACs of MoR "
+      "rows: the adapters at the mean active ranks. PSNR / SSIM: Y channel, 4 "
       "border pixels cropped. Sharpness vs HR: mean Y gradient magnitude over the HR's. "
       f"{sr_common.LPIPS_MISSING if lpips is None else 'LPIPS: AlexNet, official lin weights.'}"
       " GMACs: denoiser calls × one call at a 256² output. CPU s: one 256² output, jitted, "

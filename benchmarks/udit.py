@@ -38,12 +38,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, digits_common  # noqa: E402
+from benchmarks.digits_common import digits, save_grid, scores  # noqa: E402
 from effcomp import config as config_lib  # noqa: E402
 from effcomp import runs  # noqa: E402
-from effcomp.data import sources  # noqa: E402
 from effcomp.metrics import fid, flops, proxy  # noqa: E402
 from effcomp.models.dit import udit  # noqa: E402
 from effcomp.tasks import diffusion  # noqa: E402
@@ -68,7 +67,6 @@ flags.DEFINE_list("ablations", ["DiT-T/2 fixed σ", "DiT-T/2 v"],
 FLAGS = flags.FLAGS
 
 GUIDED = "class accuracy (guided)"
-RESIZE = 16  # the classifier sees digits as the diffusion models do: bilinear 8×8 → 16×16
 # name: (configs/diffusion_digits.py argument, config overrides, role)
 VARIANTS = {
     "DiT-T/2": ("model=DiT-T/2", {}, "DiT's recipe (ε, learned σ)"),
@@ -105,31 +103,10 @@ def _slug(name):
           .replace("σ", "sigma"))
 
 
-def digits(split):
-  """uint8 images [N, 8, 8, 1] and labels [N] of the digits `split`."""
-  source = sources.get_source("digits", split)
-  examples = [source[i] for i in range(len(source))]
-  return (np.stack([e["image"] for e in examples]),
-          np.asarray([e["label"] for e in examples], np.int32))
-
-
 def train_classifier():
   """The proxy's classifier: (test accuracy, features_fn, logits_fn)."""
-  config = config_lib.load(f"configs/demo.py:model=cnn,steps={FLAGS.classifier_steps}",
-                           **{"task.resize": RESIZE, "train.progress_bar": False})
-  workdir = os.path.join(FLAGS.runs_dir, "classifier")
-  shutil.rmtree(workdir, ignore_errors=True)
-  summary = runs.train(config, workdir)
-  run = runs.open(workdir, config)
-  model, variables = run.model, run.variables
-  return (summary["eval"]["accuracy"], proxy.proxy_features_fn(model, variables, RESIZE),
-          proxy.proxy_logits_fn(model, variables, RESIZE))
-
-
-def scores(images, labels, real_stats, features_fn, logits_fn):
-  return {"proxy-FID": fid.frechet_distance(*fid.feature_statistics(features_fn(images)),
-                                            *real_stats),
-          "class accuracy": proxy.class_accuracy(logits_fn, images, labels)}
+  return digits_common.train_classifier(os.path.join(FLAGS.runs_dir, "classifier"),
+                                        FLAGS.classifier_steps)
 
 
 def train_and_sample(name):
@@ -172,13 +149,6 @@ def train_and_sample(name):
   samples, row["sampling s/image"] = sample_all(1.0)
   guided, _ = sample_all(FLAGS.guidance_scale)
   return row, samples, guided, np.asarray(labels)
-
-
-def save_grid(samples, labels, path, per_class=10):
-  picked = np.concatenate([samples[labels == c][:per_class] for c in np.unique(labels)])
-  grid = diffusion.image_grid(picked, rows=len(np.unique(labels)))[..., 0]
-  image = Image.fromarray(grid)
-  image.resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
 
 
 TARGETS = {"class accuracy": 0.6, GUIDED: 0.9, "proxy-FID": 1.0}  # issue 21's goals

@@ -16,13 +16,19 @@ Arguments: model (a name of `SIZES`), objective ('eps' with learned sigma, DiT's
 'x0' with fixed variance; 'flow': rectified flow with logit-normal times, sampled with
 Euler/Heun, `effcomp.tasks.diffusion`), sigma ('learned' / 'fixed'; default: learned for
 'eps' as DiT, fixed otherwise), steps, batch, lr, seed, autoencoder (the workdir of
-a `configs/autoencoder_small.py:data=digits` run: latent diffusion on its 8×8×4 latents,
-scaled by latent_scale, 0 = the autoencoder's scaling_factor; empty: pixel space). Sizes (multiply-adds per
-sample at 16×16×1, `effcomp.metrics.flops.analytic_macs`): DiT-T/2 (hidden 128, 6 blocks,
-4 heads, patch 2: 83 M, 1.87 M parameters) and U-DiT-T (hidden 32, blocks (1,1,2,1,1),
+a `configs/autoencoder_small.py:data=digits` run, or of the tiny autoencoder distilled from
+it by `configs/tiny_vae.py:data=digits`: latent diffusion on its 8×8×4 latents,
+scaled by latent_scale, 0 = the autoencoder's scaling_factor; empty: pixel space), attention
+(DiT / ElasticDiT: 'dense' or 'ssba:<block>', Shift Sparse Block Attention; empty: the
+model's default). Sizes (multiply-adds per sample at 16×16×1,
+`effcomp.metrics.flops.analytic_macs`): DiT-T/2 (hidden 128, 6 blocks, 4 heads, patch 2:
+83 M, 1.87 M parameters) and U-DiT-T (hidden 32, blocks (1,1,2,1,1),
 2 heads: 75 M, 1.91 M parameters, matched to DiT-T/2), U-DiT-T/small (hidden 24: a
 fraction of DiT-T/2's cost). Cost on 2 CPU cores, batch 64: DiT-T/2 0.3 s a step, U-DiT-T
-0.95 s, U-DiT-T/small 0.72 s.
+0.95 s, U-DiT-T/small 0.72 s. ElasticDiT-T (`effcomp.models.dit.elastic`): DiT-T/2 runnable
+at 6, 4 or 2 blocks and patch 2 or 4, trained by the sandwich rule (three configurations a
+step: the largest, the smallest and one drawn); `--config.task.elastic_depth=…` and
+`--config.task.elastic_patch=…` pick the configuration evaluation and sampling run.
 """
 
 from effcomp import config as config_lib
@@ -39,12 +45,16 @@ SIZES = {
                 **UDIT_OPTIONS},
     "U-DiT-T/small": {"name": "udit", "hidden_size": 24, "depth": (1, 1, 2, 1, 1),
                       "num_heads": 2, **UDIT_OPTIONS},
+    # ElasticDiT: DiT-T/2's weights at 6, 4 or 2 blocks and patch 2 or 4 (64 or 16 tokens).
+    "ElasticDiT-T": {"name": "elastic_dit", "hidden_size": 128, "depth": 6, "num_heads": 4,
+                     "patch_size": 2, "depths": (6, 4, 2), "patch_sizes": (2, 4)},
 }
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, model="DiT-T/2", objective="eps", sigma="", steps=2000,
-                           batch=64, lr=1e-3, seed=0, autoencoder="", latent_scale=0.0)
+                           batch=64, lr=1e-3, seed=0, autoencoder="", latent_scale=0.0,
+                           attention="")
   if a.model not in SIZES:
     raise ValueError(f"config argument model={a.model!r}: expected one of {sorted(SIZES)}")
   if a.objective not in OBJECTIVES:
@@ -58,6 +68,8 @@ def get_config(arg=None):
   config = recipes.diffusion({**SIZES[a.model], **COMMON, **latent, **learn_sigma},
                              data_name="digits", steps=a.steps, batch_size=a.batch, lr=a.lr,
                              ema_decay=0.999, image_size=16)
+  if a.attention:  # DiT / ElasticDiT: 'dense' or 'ssba:<block>'
+    config.model.attention = a.attention
   config.task.objective = a.objective
   config.task.learn_sigma = learn_sigma["learn_sigma"]
   config.teacher.workdir = a.autoencoder

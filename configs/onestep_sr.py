@@ -21,12 +21,13 @@ weights and called once at t = T − 1; `method` picks the loss terms:
            adversarial extension (the time-aware discriminator, weight 0.02).
   mor      MoR (AAAI 2026; no public code): the teacher's weights frozen, rank-1 LoRA
            experts on every qkv / proj / fc1 / fc2 Dense, routed per layer and image from
-           the degradation estimator's severities (trained beside on the pipeline's drawn
-           severities), zero-expert slots, MoR's degradation-aware balance loss (α 0.01);
+           the degradation estimator's severities (mor_estimator: trained beside on the
+           pipeline's severities, or a frozen run), zero-expert slots, MoR's
+           degradation-aware balance loss (α 0.01);
            loss: regression to the HR 1 + score distillation toward the HR 1 (effcomp's
            stand-in for MoR's VSD term; its GAN term is left out at CPU scale).
-           With CLIP weights, `--config.task.mor_estimator=clip:<folder>` routes from
-           CLIP's scores against 7 antonym prompt pairs, as the paper does.
+           With CLIP weights, `mor_estimator=clip:<folder>` routes from CLIP's scores
+           against 7 antonym prompt pairs, as the paper does.
            size=cpu: 2 shared + 8 routed ranks, 4 zero slots, top-2; size=paper: 8 shared
            + 32 routed, 8 zero slots (not given in the paper), top-8. lr 1e-3 (the paper's
            5e-5 is for 25K steps; a zero-initialized LoRA barely moves in a few hundred).
@@ -46,7 +47,9 @@ they match by construction. Data, degradation and eval as the teacher's config
   python experiments/upscale.py --workdir=workdirs/onestep_tadsr --input=lr.png --output=sr.png
 
 Arguments: method, teacher (workdir), ess_encoder ('<kind>:<path>', vpdsr), size (cpu |
-paper, mor), steps, batch, patch, lr (default: the method's), seed.
+paper, mor), mor_estimator (mor: '' trains the estimator beside the student;
+'run:<workdir>' a frozen `configs/degradation_estimator.py` run, as the paper's frozen CLIP
+scorer; 'clip:<folder>' CLIP itself), steps, batch, patch, lr (default: the method's), seed.
 Expected cost of the paper recipe (size=paper teacher, 256² HR, batch 64, 30K steps, 15
 teacher calls per step for the regression target): about 2 days on 8 A100s in the
 paper's latent space; not run here.
@@ -80,8 +83,8 @@ DEFAULT_ENCODER = "run:" + os.path.join("workdirs", "stand_in_encoder")
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, method="regress", teacher=DEFAULT_TEACHER,
-                           ess_encoder=DEFAULT_ENCODER, size="cpu", steps=600, batch=8, patch=32,
-                           lr=0.0, seed=0)
+                           ess_encoder=DEFAULT_ENCODER, size="cpu", mor_estimator="", steps=600,
+                           batch=8, patch=32, lr=0.0, seed=0)
   if a.method not in METHODS:
     raise ValueError(f"config argument method={a.method!r}: expected one of {sorted(METHODS)}")
   if a.size not in MOR_SIZES:
@@ -99,7 +102,7 @@ def get_config(arg=None):
   config.task.patch_size = a.patch
   mor = METHODS[a.method].get("adapter") == "mor"
   if mor:
-    config.task.update(MOR_SIZES[a.size])
+    config.task.update(MOR_SIZES[a.size], mor_estimator=a.mor_estimator)
   config.task.update(METHODS[a.method])  # after the size: the ablations override it
   if config.task.ess_weight:
     config.task.ess_encoder = a.ess_encoder

@@ -58,3 +58,7 @@ FEATURE_ENCODERS: Registry = Registry("feature encoder")
 # Frozen degradation scorers, by kind → `load(path) -> scores_fn(images in [−1, 1]) -> [B, K]`
 # in [0, 1] (MoR's routing input; `config.task.mor_estimator = '<kind>:<path>'`).
 DEGRADATION_SCORERS: Registry = Registry("degradation scorer")
+# Rewards for RL fine-tuning, by kind → `load(arg) -> reward_fn(images, labels) -> [B]`
+# float32, jittable, with images [B, H, W, C] in [−1, 1] and labels int [B] (the prompts);
+# `config.task.reward = '<kind>'` or '<kind>:<arg>' (`effcomp.tasks.flow_grpo`).
+REWARDS: Registry = Registry("reward")

@@ -410,8 +410,13 @@ def test_record_leaves_the_draw_unchanged_and_gives_severity():
   assert len(record["blur_spread"]) in (1, 2) and len(record["noise_std"]) == 2
   assert 30 <= record["jpeg_quality"] <= 95
   severity = deg.degradation_severity(record)
-  assert severity.shape == (3,) and np.all((0 <= severity) & (severity <= 1))
-  np.testing.assert_array_equal(deg.degradation_severity({}), np.zeros(3))
+  assert severity.shape == (4,) and np.all((0 <= severity) & (severity <= 1))
+  np.testing.assert_array_equal(deg.degradation_severity({}), np.zeros(4))
+  # The distortion is the LR's PSNR against the clean MATLAB-bicubic LR of the same HR.
+  clean = np.clip(imr.imresize(hr / 255.0, 1 / 4), 0, 1)
+  psnr = 10 * np.log10(1 / np.mean(np.square(with_record - clean)))
+  assert abs(record["lr_psnr"] - psnr) < 1e-6
+  np.testing.assert_allclose(severity[3], np.clip((35 - psnr) / 25, 0, 1), atol=1e-6)
 
 
 def test_severity_follows_the_drawn_parameters():
@@ -433,6 +438,7 @@ def test_severity_follows_the_drawn_parameters():
   heavy = severity(noise_range=(20.0, 25.0), noise_range2=(20.0, 25.0), jpeg_range=(30.0, 35.0),
                    jpeg_range2=(30.0, 35.0), **gaussian)
   assert heavy[1] > 3 * mild[1] and heavy[2] > 0.8 > 0.15 > mild[2]
+  assert heavy[3] > mild[3] + 0.2  # noise and JPEG show in the LR's distortion
   # A Gaussian kernel's spread is its σ.
   kernel = deg.bivariate_gaussian(21, 2.0)
   assert abs(deg.kernel_spread(kernel) - 2.0) < 0.02

@@ -81,7 +81,7 @@ def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, encoder, m
     student = onestep_sr.make_student(run.model, run.params, run.config)
     y = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
     out, info = student.with_info(y, jax.random.key(1))
-    assert out.shape == y.shape and info["severity"].shape == (2, 3)
+    assert out.shape == y.shape and info["severity"].shape == (2, 4)
     c = run.config.task
     assert np.all((c.mor_shared + 1 <= info["active"]) & (info["active"] <= c.mor_shared
                                                            + c.mor_top_k))
@@ -141,3 +141,18 @@ def test_mor_routes_from_a_frozen_scorer():
   np.testing.assert_allclose(info["severity"][:, 0], [0.1, 0.9], atol=1e-6)
   terms = onestep_sr.mor_losses(info, jnp.zeros((2, 3)), c)
   assert set(terms) == {"balance"} and terms["balance"].shape == (2,)
+
+
+def test_a_frozen_scorer_first_loaded_inside_jit_loads_eagerly():
+  """A scorer whose loader computes (a checkpoint restore, CLIP's prompt embeddings) may be
+  first asked for inside the jitted student: its loading must not be traced."""
+  if "test_eager" not in DEGRADATION_SCORERS:
+    def load(path):
+      scale = float(jnp.exp(jnp.asarray(float(path))))  # concrete only outside a trace
+      return lambda y: scale * jnp.mean(y, (1, 2, 3))[:, None]
+    DEGRADATION_SCORERS.register("test_eager")(load)
+  c = onestep_sr.task_defaults()
+  c.update(adapter="mor", mor_estimator="test_eager:0.5")
+  fn = jax.jit(lambda y: onestep_sr._severity({}, y, c))
+  np.testing.assert_allclose(fn(jnp.full((2, 8, 8, 3), 0.5)), np.full((2, 1), 0.5 * np.e ** 0.5),
+                             rtol=1e-6)

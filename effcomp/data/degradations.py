@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, signal, special
 
+from effcomp.data import imresize
+
 # ------------------------------------------------------------------------ blur kernels
 
 
@@ -361,15 +363,19 @@ SEVERITY_NAMES = ("blur", "noise", "jpeg")
 
 
 def degradation_severity(record: dict) -> np.ndarray:
-  """[blur, noise, jpeg] in [0, 1] from what `real_esrgan_degrade(..., record=r)` drew:
-  blur = √(Σ stage kernel spread²) / 4 px, noise = √(Σ stage noise std²) / (30 / 255),
-  jpeg = (100 − lowest quality) / 70; each clipped to [0, 1]. MoR's degradation score at
-  CPU scale: ground truth for `effcomp.models.sr.degradation_estimator`. An empty record
-  (no degradation: bicubic LR) is [0, 0, 0]."""
+  """[blur, noise, jpeg, distortion] in [0, 1] from what `real_esrgan_degrade(...,
+  record=r)` drew and did: blur = √(Σ stage kernel spread²) / 4 px, noise = √(Σ stage noise
+  std²) / (30 / 255), jpeg = (100 − lowest quality) / 70, distortion = (35 − PSNR of the LR
+  against the clean bicubic LR of the same HR) / 25 dB; each clipped to [0, 1]. MoR's
+  degradation score at CPU scale: ground truth for `effcomp.models.sr.degradation_estimator`.
+  The first three are the knobs; the last is what they did to this image (the resize
+  factors and the image's own content decide how much a drawn blur or JPEG quality shows).
+  An empty record (no degradation: bicubic LR) is zeros."""
   blur = np.sqrt(sum(s * s for s in record.get("blur_spread", ()))) / 4.0
   noise = np.sqrt(sum(s * s for s in record.get("noise_std", ()))) / (30.0 / 255.0)
   jpeg = (100.0 - record.get("jpeg_quality", 100)) / 70.0
-  return np.clip(np.asarray([blur, noise, jpeg], np.float32), 0.0, 1.0)
+  distortion = (35.0 - record.get("lr_psnr", 35.0)) / 25.0
+  return np.clip(np.asarray([blur, noise, jpeg, distortion], np.float32), 0.0, 1.0)
 
 
 def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRGANConfig(),
@@ -382,7 +388,9 @@ def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRG
     config: the knobs; the defaults are Real-ESRGAN's.
     record: a dict to fill with what was drawn ('blur_spread': each blur kernel's
       `kernel_spread`, 'noise_std': each noise stage's added std, 'jpeg_quality': the
-      lowest JPEG quality), for `degradation_severity`; drawing is the same without it.
+      lowest JPEG quality) and the result's 'lr_psnr' (dB) against the clean bicubic LR
+      (`imresize`, MATLAB's) of `hr`, for `degradation_severity`; drawing is the same
+      without it.
 
   Returns:
     float32 [H // scale, W // scale, 3], multiples of 1/255 in [0, 1].
@@ -454,4 +462,8 @@ def real_esrgan_degrade(hr: np.ndarray, rng, config: RealESRGANConfig = RealESRG
   else:
     image = resize_back_and_sinc(_random_jpeg(image, rng, cfg.jpeg_prob2, cfg.jpeg_range2,
                                               record))
-  return (np.clip(np.round(image * 255), 0, 255) / 255).astype(np.float32)
+  image = (np.clip(np.round(image * 255), 0, 255) / 255).astype(np.float32)
+  clean = np.clip(imresize.imresize(hr / 255.0 if hr.dtype == np.uint8 else hr,
+                                    output_shape=lr_size), 0, 1)
+  record["lr_psnr"] = float(10 * np.log10(1 / max(np.mean(np.square(image - clean)), 1e-10)))
+  return image

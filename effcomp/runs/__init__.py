@@ -8,10 +8,12 @@ the floors below work on arrays, modules and `Task`s (docs/architecture.md).
 
 and the acts on an opened run, one module each: `sample` (text, class grids), `upscale`
 (SR runs), `export` (bit-packed binary networks), `quantize` (PTQ of LM runs), `convert`
-(weights from other frameworks written as runs).
+(weights from other frameworks written as runs), `reconstruction` (autoencoder runs' PSNR,
+SSIM and multiply-adds side by side).
 """
 
-from effcomp.runs import encoders  # noqa: F401  (registers FEATURE_ENCODERS["run"])
+from effcomp.runs import encoders  # noqa: F401  (registers FEATURE_ENCODERS, DEGRADATION_SCORERS)
+from effcomp.runs import rewards  # noqa: F401  (registers REWARDS["classifier"])
 from effcomp.runs.build import build_model, build_task  # noqa: F401
 from effcomp.runs.run import Run, open_run as open  # noqa: F401  (runs.open)
 from effcomp.runs.training import evaluate, setup, train  # noqa: F401

@@ -11,8 +11,8 @@ from effcomp import config as config_lib
 from effcomp import models
 from effcomp.data import pipeline, sources
 from effcomp.registry import TASKS
-from effcomp.tasks import (autoencoder, classification, diffusion, diffusion_sr, lm,  # noqa: F401
-                           onestep_sr, sr)  # (registration)
+from effcomp.tasks import (autoencoder, classification, degradation, diffusion,  # noqa: F401
+                           diffusion_sr, flow_grpo, lm, onestep_sr, sr)  # (registration)
 from effcomp.tasks.base import Task
 
 

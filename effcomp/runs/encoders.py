@@ -1,6 +1,7 @@
 """Frozen image encoders for perceptual losses (`FEATURE_ENCODERS`) and degradation
 scorers for MoR's routing (`DEGRADATION_SCORERS`: 'clip:<folder>', CLIP against antonym
-prompt pairs, `effcomp.metrics.clip_iqa`).
+prompt pairs, `effcomp.metrics.clip_iqa`, as MoR scores; 'run:<workdir>', a `degradation`
+run's estimator of the pipeline's severities, its CPU-scale stand-in).
 
   'run:<workdir>'  an effcomp classifier run (e.g. `configs/stand_in_encoder.py`, the
                    rotation-trained CNN that stands in for CLIP at CPU scale): the outputs
@@ -89,6 +90,18 @@ def clip_tokenizer(folder: str) -> Callable[[Sequence[str]], tuple]:
     out = tokenizer(list(texts), padding=True, return_tensors="np")
     return out["input_ids"], out["attention_mask"]
   return tokenize
+
+
+@DEGRADATION_SCORERS.register("run")
+def load_run_degradation_scorer(workdir: str) -> Callable[[jax.Array], jax.Array]:
+  """scores_fn(y [B, H, W, 3] in [−1, 1]) → severities [B, 4] (blur, noise, JPEG, distortion) by the
+  `DegradationEstimator` of a `degradation` run (`configs/degradation_estimator.py`)."""
+  run = open_run(workdir)
+  if run.task != "degradation":
+    raise ValueError(f"mor_estimator run:{workdir}: expected a degradation run (e.g. "
+                     f"configs/degradation_estimator.py), got task {run.task!r}")
+  variables = jax.device_get(run.variables)
+  return lambda y: run.model.apply(variables, y.astype(jnp.float32))
 
 
 @DEGRADATION_SCORERS.register("clip")

@@ -25,6 +25,14 @@ teacher, and x_0 = scale · mean of the encoder's posterior, scale = `latent_sca
 autoencoder's `scaling_factor`). Sampling decodes with the same autoencoder
 (`decode_to_images`).
 
+Elastic models (`effcomp.models.dit.elastic.ElasticDiT`, with `configurations()`): each
+step trains by the sandwich rule (Yu & Huang, "Universally Slimmable Networks", 2019;
+BigNAS's in-place distillation, Yu et al. 2020): the largest configuration on the
+objective, then the smallest and `elastic_random` configurations drawn at random, each on
+the objective plus `elastic_distill` · MSE to the largest's prediction (stop-gradient) on the
+same x_t and t; the loss is their sum. `elastic_depth` / `elastic_patch` (0: the largest)
+pick the configuration that evaluation and `sample_images` run.
+
 Evaluation: the same loss, with a fixed noise and timestep draw per eval batch (so runs
 and checkpoints compare on equal terms); sample quality is measured by the benchmark and
 `experiments/sample.py` (`sample_images`).
@@ -58,7 +66,8 @@ def task_defaults() -> ml_collections.ConfigDict:
       "noise_schedule": "linear", "num_timesteps": 1000, "latent_scale": 0.0,
       "crop_size": 0, "flip": False, "eval_seed": 0, "flow_time_distribution": "logit_normal",
       "flow_logit_mean": 0.0, "flow_logit_std": 1.0, "flow_shift": 1.0,
-      "flow_time_scale": 1000.0})
+      "flow_time_scale": 1000.0, "elastic_random": 1, "elastic_distill": 1.0,
+      "elastic_depth": 0, "elastic_patch": 0})
 
 
 def _is_flow(c) -> bool:
@@ -70,6 +79,22 @@ def denoiser(model, variables, c, labels: jax.Array, **kwargs):
   times are scaled by `flow_time_scale` (module docstring). kwargs go to `model.apply`."""
   scale = c.flow_time_scale if _is_flow(c) else 1
   return lambda x_t, t, y=labels: model.apply(variables, x_t, t * scale, y, **kwargs)
+
+
+def is_elastic(model) -> bool:
+  return hasattr(model, "configurations")
+
+
+def inference_configuration(model, c) -> Dict[str, int]:
+  """The `model.apply` keywords of the configuration `elastic_depth` / `elastic_patch`
+  pick ({} for a plain model)."""
+  if not is_elastic(model):
+    if c.elastic_depth or c.elastic_patch:
+      raise ValueError(f"config.task.elastic_depth={c.elastic_depth}, elastic_patch="
+                       f"{c.elastic_patch}: the model {type(model).__name__} is not elastic")
+    return {}
+  return {"depth": c.elastic_depth or model.depth, "patch_size": c.elastic_patch or
+          model.patch_size}
 
 
 def _schedule(c):
@@ -126,6 +151,10 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     raise ValueError(f"config.task.flow_time_distribution={c.flow_time_distribution!r}: "
                      f"expected one of {flow.TIME_DISTRIBUTIONS}")
   schedule, loss_kwargs = _schedule(c), _loss_kwargs(c)
+  elastic = is_elastic(model)
+  if elastic and c.elastic_random < 0:
+    raise ValueError(f"config.task.elastic_random={c.elastic_random}: expected ≥ 0")
+  chosen = inference_configuration(model, c)
   autoencoder = teacher_model
   scale = latent_scale(c, autoencoder) if autoencoder is not None else 1.0
 
@@ -139,17 +168,52 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return model.init({"params": rng, "dropout": rng}, jnp.zeros(shape, jnp.float32),
                       jnp.zeros(shape[:1], jnp.int32), jnp.zeros(shape[:1], jnp.int32))
 
-  def losses(params, batch, rng, frozen, train):
-    x0 = x0_of(batch, frozen)
+  def losses(params, batch, rng, frozen, train, configuration=None, x0=None):
+    """(loss [B], metrics, the model's output) of one configuration (default: the
+    inference one); the same rng gives the same t and noise in every configuration."""
+    x0 = x0_of(batch, frozen) if x0 is None else x0
     rng_loss, rng_drop = jax.random.split(rng)
-    model_fn = denoiser(model, {"params": params}, c, batch["label"], train=train,
-                        rngs={"dropout": rng_drop})
-    return objectives.training_loss(rng_loss, model_fn, x0, schedule, c.objective,
-                                    c.learn_sigma and not _is_flow(c), **loss_kwargs)
+    kept = {}
+
+    def model_fn(x_t, t, y=batch["label"]):
+      kept["out"] = denoiser(model, {"params": params}, c, y, train=train,
+                             rngs={"dropout": rng_drop},
+                             **(chosen if configuration is None else configuration))(x_t, t)
+      return kept["out"]
+
+    loss, metrics = objectives.training_loss(rng_loss, model_fn, x0, schedule, c.objective,
+                                             c.learn_sigma and not _is_flow(c), **loss_kwargs)
+    return loss, metrics, kept["out"]
+
+  def sandwich(params, batch, rng, frozen):
+    """The sandwich rule (module docstring): loss [B] and metrics."""
+    configurations = model.configurations()
+    x0 = x0_of(batch, frozen)
+    rng, rng_pick = jax.random.split(rng)
+    largest = dict(zip(("depth", "patch_size"), configurations[0]))
+    loss, metrics, target = losses(params, batch, rng, frozen, True, largest, x0)
+    target = jax.lax.stop_gradient(target)
+    picks = [jnp.asarray(len(configurations) - 1)] + list(jax.random.randint(
+        rng_pick, (c.elastic_random,), 1, len(configurations)))
+
+    def branch(configuration):
+      def run(params):
+        sub, _, out = losses(params, batch, rng, frozen, True, configuration, x0)
+        return sub + c.elastic_distill * jnp.mean(jnp.square(out - target),
+                                                  axis=tuple(range(1, out.ndim)))
+      return run
+
+    branches = [branch(dict(zip(("depth", "patch_size"), k))) for k in configurations]
+    for pick in picks:
+      loss = loss + jax.lax.switch(pick, branches, params)
+    return loss, metrics
 
   def loss_fn(params, model_state, batch, rng, teacher_variables, step):
     del step
-    loss, metrics = losses(params, batch, rng, teacher_variables, True)
+    if elastic:
+      loss, metrics = sandwich(params, batch, rng, teacher_variables)
+    else:
+      loss, metrics, _ = losses(params, batch, rng, teacher_variables, True)
     out = {"mse": jnp.mean(metrics["mse"])}
     if "vb" in metrics:
       out["vb"] = jnp.mean(metrics["vb"])
@@ -157,7 +221,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
 
   def eval_fn(params, model_state, batch, step, teacher_variables):
     del model_state, step
-    loss, metrics = losses(params, batch, jax.random.key(c.eval_seed), teacher_variables, False)
+    loss, metrics, _ = losses(params, batch, jax.random.key(c.eval_seed), teacher_variables,
+                              False)
     return EvalMetrics.single_from_model_output(loss=loss, mse=metrics["mse"], mask=batch["mask"])
 
   def crop(example, rng):
@@ -213,7 +278,7 @@ def sample_images(model, params, labels: jax.Array, rng: jax.Array, *,
     raise ValueError(f"sampler={sampler!r}: a model trained with objective={c.objective!r} "
                      f"samples with one of {expected}")
   learn_sigma = c.learn_sigma and not is_flow
-  model_fn = denoiser(model, {"params": params}, c, labels)
+  model_fn = denoiser(model, {"params": params}, c, labels, **inference_configuration(model, c))
   if guidance_scale != 1.0:
     model_fn = guidance.classifier_free_guidance(model_fn, labels, model.num_classes,
                                                  guidance_scale, learn_sigma=learn_sigma)

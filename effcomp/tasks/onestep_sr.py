@@ -168,8 +168,11 @@ def mor_ranks(c) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _scorer(spec: str):
+  """The frozen scorer of `spec`, loaded eagerly even when first asked for inside a jitted
+  function (its checkpoint restore and prompt embeddings are not part of the trace)."""
   kind, path = spec.split(":", 1)
-  return DEGRADATION_SCORERS.get(kind)(path)
+  with jax.ensure_compile_time_eval():
+    return DEGRADATION_SCORERS.get(kind)(path)
 
 
 def _severity(mor: Dict[str, Any], y: jax.Array, c) -> jax.Array:
@@ -198,7 +201,7 @@ def init_mor(rng: jax.Array, base_params: Any, y: jax.Array, c) -> Dict[str, Any
 def denoiser(model, params: Dict[str, Any], y: jax.Array, c, train: bool = False,
              rng=None) -> Tuple[Any, Dict[str, Any]]:
   """(fn(x, t) → the student's network output at y, info): plain, or with MoR's adapters
-  routed from y's estimated severities (info: 'severity' [B, 3], and per layer 'probs',
+  routed from y's estimated severities (info: 'severity' [B, K], and per layer 'probs',
   'chosen' of its router, 'active' [B] ranks per layer averaged over layers)."""
   kwargs = {"train": True, "rngs": {"dropout": rng}} if train else {}
   base, mor = _without(params, MOR), params.get(MOR)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from effcomp.nn.downsampled_attention import SelfAttention, xavier_dense
+from effcomp.nn.sparse_block_attention import SparseBlockAttention, layer_shift, parse_attention
 from effcomp.registry import MODELS
 
 FREQ_DIM = 256  # TimestepEmbedder frequency_embedding_size.
@@ -141,10 +142,16 @@ class LabelEmbedder(nn.Module):
 
 
 class DiTBlock(nn.Module):
-  """adaLN-Zero transformer block on x: [B, N, D] conditioned on c: [B, D]."""
+  """adaLN-Zero transformer block on x: [B, N, D] conditioned on c: [B, D].
+
+  ssba_block > 0: the attention is Shift Sparse Block Attention over the square token grid
+  (√N × √N) in blocks of ssba_block² tokens, shifted by ssba_shift (same parameters).
+  """
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
+  ssba_block: int = 0
+  ssba_shift: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
@@ -152,8 +159,15 @@ class DiTBlock(nn.Module):
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln(
         c, 6, self.dtype, "adaLN_modulation")
     h = modulate(layer_norm(self.dtype, "norm1")(x), shift_msa, scale_msa)
-    x = x + gate_msa[:, None] * SelfAttention(self.num_heads, "dot", True, self.dtype,
-                                              name="attn")(h)
+    if self.ssba_block:
+      side = math.isqrt(x.shape[1])
+      if side * side != x.shape[1]:
+        raise ValueError(f"ssba_block={self.ssba_block}: {x.shape[1]} tokens are not a square grid")
+      attn = SparseBlockAttention(self.num_heads, side, side, self.ssba_block, self.ssba_shift,
+                                  dtype=self.dtype, name="attn")
+    else:
+      attn = SelfAttention(self.num_heads, "dot", True, self.dtype, name="attn")
+    x = x + gate_msa[:, None] * attn(h)
     h = modulate(layer_norm(self.dtype, "norm2")(x), shift_mlp, scale_mlp)
     h = xavier_dense(int(d * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h)
     h = xavier_dense(d, ("mlp", "embed"), self.dtype, "fc2")(nn.gelu(h, approximate=True))
@@ -191,7 +205,10 @@ class DiT(nn.Module):
   Attributes (reference `DiT.__init__`): input_size (H = W of the latent), patch_size,
   in_channels, hidden_size, depth, num_heads, mlp_ratio, class_dropout_prob,
   num_classes, learn_sigma (2C outputs); remat recomputes each block in the backward
-  pass; dtype is the compute dtype (parameters stay float32).
+  pass; dtype is the compute dtype (parameters stay float32). attention: 'dense' (DiT) or
+  'ssba:<b>', Shift Sparse Block Attention (ElasticDiT; `effcomp.nn.sparse_block_attention`)
+  in b×b-token blocks of the token grid, shift 0 in even blocks and b//2 in odd ones; the
+  parameters are the same either way.
   """
   input_size: int = 32
   patch_size: int = 2
@@ -205,6 +222,7 @@ class DiT(nn.Module):
   learn_sigma: bool = True
   remat: bool = False
   dtype: str = "float32"
+  attention: str = "dense"
 
   @property
   def out_channels(self) -> int:
@@ -215,6 +233,10 @@ class DiT(nn.Module):
       raise ValueError(f"patch_size={self.patch_size} must divide input_size={self.input_size}")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide hidden_size={self.hidden_size}")
+    block, grid = parse_attention(self.attention), self.input_size // self.patch_size
+    if grid % max(block, 1):
+      raise ValueError(f"attention={self.attention!r}: block={block} must divide the token "
+                       f"grid {grid}×{grid}")
     expected = (self.input_size, self.input_size, self.in_channels)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
       raise ValueError(f"x has shape {tuple(x.shape)}; expected [batch, "
@@ -230,21 +252,42 @@ class DiT(nn.Module):
     """
     self._check(x)
     p, grid = self.patch_size, self.input_size // self.patch_size
-    tokens = xavier_dense(self.hidden_size, (None, "embed"), self.dtype, "x_embedder")(
-        patchify(x.astype(self.dtype), p))
-    tokens = tokens + jnp.asarray(sincos_pos_embed_2d(self.hidden_size, grid), self.dtype)
+    tokens = self.embed_patches(patchify(x.astype(self.dtype), p), grid)
+    c = self.condition(t, y, train, force_drop_ids)
+    for block in self.blocks():
+      tokens = block(tokens, c)
+    tokens = self.final_layer(tokens, c)
+    return unpatchify(tokens, p, grid, self.out_channels).astype(jnp.float32)
+
+  # The pieces of `__call__`, each creating its submodules (called from a compact method;
+  # `effcomp.models.dit.elastic` reuses them).
+  def embed_patches(self, patches: jax.Array, grid: int) -> jax.Array:
+    """x_embedder of flattened patches [B, grid², p·p·C] + the 2-D sin-cos positions."""
+    tokens = xavier_dense(self.hidden_size, (None, "embed"), self.dtype, "x_embedder")(patches)
+    return tokens + jnp.asarray(sincos_pos_embed_2d(self.hidden_size, grid), self.dtype)
+
+  def condition(self, t: jax.Array, y: jax.Array, train: bool,
+                force_drop_ids: Optional[jax.Array]) -> jax.Array:
+    """c = TimestepEmbedder(t) + LabelEmbedder(y) (label dropout in training)."""
     drop = label_drop_mask(self, y, self.class_dropout_prob, train, force_drop_ids)
-    c = (TimestepEmbedder(self.hidden_size, dtype=self.dtype, name="t_embedder")(t)
-         + LabelEmbedder(self.num_classes, self.hidden_size, self.class_dropout_prob, self.dtype,
-                         name="y_embedder")(y, drop))
+    return (TimestepEmbedder(self.hidden_size, dtype=self.dtype, name="t_embedder")(t)
+            + LabelEmbedder(self.num_classes, self.hidden_size, self.class_dropout_prob,
+                            self.dtype, name="y_embedder")(y, drop))
+
+  def blocks(self) -> list:
+    """The `depth` DiTBlocks (SSBA's shift alternating with the block index)."""
     block_cls = nn.remat(DiTBlock) if self.remat else DiTBlock
-    for i in range(self.depth):
-      tokens = block_cls(self.num_heads, self.mlp_ratio, self.dtype, name=f"blocks_{i}")(tokens, c)
+    ssba = parse_attention(self.attention)
+    return [block_cls(self.num_heads, self.mlp_ratio, self.dtype, ssba, layer_shift(ssba, i),
+                      name=f"blocks_{i}") for i in range(self.depth)]
+
+  def final_layer(self, tokens: jax.Array, c: jax.Array) -> jax.Array:
+    """adaLN (shift, scale) then the zero-initialized Linear to p·p·C_out per token."""
     shift, scale = adaln(c, 2, self.dtype, "final_adaLN_modulation")
     tokens = modulate(layer_norm(self.dtype, "final_norm")(tokens), shift, scale)
-    tokens = xavier_dense(p * p * self.out_channels, ("embed", None), self.dtype, "final_linear",
-                          zero=True)(tokens)
-    return unpatchify(tokens, p, grid, self.out_channels).astype(jnp.float32)
+    p = self.patch_size
+    return xavier_dense(p * p * self.out_channels, ("embed", None), self.dtype, "final_linear",
+                        zero=True)(tokens)
 
   def forward_with_cfg(self, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float,
                        guided_channels: Optional[int] = None) -> jax.Array:
