@@ -165,6 +165,7 @@ def test_sandwich_loss_is_the_largest_plus_the_smallest_with_distillation():
   np.testing.assert_allclose(loss, jnp.mean(want), rtol=1e-5)
 
 
+@pytest.mark.slow  # ~40 s (the sandwich's six branches and two samplers compile): make test-slow
 def test_elastic_run_trains_and_samples_a_chosen_configuration(tmp_path):
   workdir = str(tmp_path / "elastic")
   runs.train(_elastic_config(), workdir)
@@ -195,3 +196,16 @@ def test_eight_devices_train_elastic_dit_like_one(tmp_path):
       os.path.join(w, "metrics.jsonl")) if "train/loss" in r]) for w in (one, eight)]
   np.testing.assert_allclose(losses[1], losses[0], rtol=2e-5)
   assert len(losses[0]) == 3
+
+
+def test_paper_scale_config_builds_a_676m_elastic_flow_dit_with_ssba():
+  config = config_lib.load("configs/elasticdit_1024.py")
+  assert config.task.objective == "flow" and config.model.attention == "ssba:16"
+  model = runs.build_model(config.model, config.train.compute_dtype)
+  x, t, y = jnp.zeros((1, 128, 128, 16)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, t, y))
+  assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables)) == pytest.approx(
+      675.5e6, rel=1e-3)
+  assert model.configurations()[0] == (28, 2) and model.configurations()[-1] == (14, 4)
+  with pytest.raises(ValueError, match="block=-1"):
+    config_lib.load("configs/elasticdit_1024.py:block=-1")

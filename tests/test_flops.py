@@ -50,9 +50,10 @@ def test_udit_parameter_counts_match_table_8(name):
 
 @pytest.mark.parametrize("model", [
     DiT(**TINY_DIT), DiT(**{**TINY_DIT, "patch_size": 4, "learn_sigma": False}),
+    DiT(**{**TINY_DIT, "attention": "ssba:2"}),
     UDiT(**TINY_UDIT, ffn="dwconv"), UDiT(**TINY_UDIT, ffn="mlp", attn_type="dot", rope=False),
     UDiT(**TINY_UDIT, ffn="dwconv", down_factor=1, downsampler="conv3", down_shortcut=False)],
-    ids=["dit", "dit-p4", "udit", "udit-vanilla", "udit-full-attention"])
+    ids=["dit", "dit-p4", "dit-ssba", "udit", "udit-vanilla", "udit-full-attention"])
 def test_analytic_matmul_macs_equal_the_jaxpr_count(model):
   # batch 1: the analytic count is per sample (adaLN and embedders included).
   assert _count(flops.jaxpr_macs, model) == flops.analytic_macs(model).matmul

@@ -36,6 +36,7 @@ from effcomp.models.dit.dit import DIT_SIZES, FREQ_DIM, DiT
 from effcomp.models.dit.udit import UDIT_SIZES, UDiT
 from effcomp.nn import depthwise_conv
 from effcomp.nn.downsampled_attention import parse_downsampler
+from effcomp.nn.sparse_block_attention import attention_macs, layer_shift, parse_attention
 
 # Published GFLOPs (MACs) at 256×256, and where each number is printed.
 PAPER_GFLOPS: Dict[str, float] = {
@@ -66,14 +67,20 @@ class MacCount(NamedTuple):
 
 
 def dit_macs(model: DiT) -> MacCount:
-  """DiT's analytic cost (module docstring), T = (input_size / patch_size)² tokens."""
+  """DiT's analytic cost (module docstring), T = (input_size / patch_size)² tokens; with
+  `attention='ssba:<b>'` each layer's q·kᵀ and attn·v count only the pairs its shifted
+  blocks compute (`sparse_block_attention.attention_macs`)."""
   p, d, depth = model.patch_size, model.hidden_size, model.depth
-  t = (model.input_size // p) ** 2
+  grid = model.input_size // p
+  t = grid ** 2
   hidden = int(d * model.mlp_ratio)
-  block = 3 * t * d * d + 2 * t * t * d + t * d * d + 2 * t * d * hidden + 6 * d * d
+  block = 3 * t * d * d + t * d * d + 2 * t * d * hidden + 6 * d * d
+  ssba = parse_attention(model.attention)
+  attention = sum(attention_macs(grid, grid, d, ssba or None, layer_shift(ssba, i))
+                  for i in range(depth))
   embed = t * p * p * model.in_channels * d + FREQ_DIM * d + d * d
   final = 2 * d * d + t * d * p * p * model.out_channels
-  return MacCount(depth * block + embed + final, (2 * depth + 1) * t * d)
+  return MacCount(depth * block + attention + embed + final, (2 * depth + 1) * t * d)
 
 
 def udit_macs(model: UDiT) -> MacCount:
