@@ -150,7 +150,8 @@ def elastic_and_fixed():
 
 def ssba_sparsity(model) -> float:
   """Mean sparsity over the layers of an SSBA DiT (shift 0 and b/2 alternating)."""
-  grid, block = model.input_size // model.patch_size, int(model.attention.split(":")[1])
+  grid = model.input_size // model.patch_size
+  block = sparse_block_attention.parse_attention(model.attention)
   return float(np.mean([sparse_block_attention.sparsity(
       grid, grid, block, sparse_block_attention.layer_shift(block, i))
       for i in range(model.depth)]))
