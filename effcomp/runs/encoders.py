@@ -30,7 +30,7 @@ from effcomp.data.image_inputs import model_inputs
 from effcomp.metrics import clip_iqa, proxy
 from effcomp.models import clip
 from effcomp.registry import DEGRADATION_SCORERS, FEATURE_ENCODERS
-from effcomp.runs.run import open_run
+from effcomp.runs.run import open_frozen
 from effcomp.tasks import classification
 from effcomp.tasks.base import task_config
 
@@ -43,12 +43,9 @@ def _unit_range(images: jax.Array) -> jax.Array:
 @FEATURE_ENCODERS.register("run")
 def load_run_encoder(workdir: str) -> Callable[[jax.Array], List[jax.Array]]:
   """features_fn(images [B, H, W, 3] in [−1, 1]) → [each BatchNorm output, penultimate]."""
-  run = open_run(workdir)
-  if run.task != "classification":
-    raise ValueError(f"ess encoder run:{workdir}: expected a classification run (e.g. "
-                     f"configs/stand_in_encoder.py), got task {run.task!r}")
+  run, variables = open_frozen(workdir, "classification", f"ess encoder run:{workdir}",
+                               "configs/stand_in_encoder.py")
   c = task_config(run.config, classification.task_defaults())
-  variables = jax.device_get(run.variables)
 
   def features(images):
     x = _unit_range(images)
@@ -96,11 +93,8 @@ def clip_tokenizer(folder: str) -> Callable[[Sequence[str]], tuple]:
 def load_run_degradation_scorer(workdir: str) -> Callable[[jax.Array], jax.Array]:
   """scores_fn(y [B, H, W, 3] in [−1, 1]) → severities [B, 4] (blur, noise, JPEG, distortion) by the
   `DegradationEstimator` of a `degradation` run (`configs/degradation_estimator.py`)."""
-  run = open_run(workdir)
-  if run.task != "degradation":
-    raise ValueError(f"mor_estimator run:{workdir}: expected a degradation run (e.g. "
-                     f"configs/degradation_estimator.py), got task {run.task!r}")
-  variables = jax.device_get(run.variables)
+  run, variables = open_frozen(workdir, "degradation", f"mor_estimator run:{workdir}",
+                               "configs/degradation_estimator.py")
   return lambda y: run.model.apply(variables, y.astype(jnp.float32))
 
 

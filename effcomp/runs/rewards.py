@@ -20,19 +20,16 @@ import jax.numpy as jnp
 
 from effcomp.data.image_inputs import model_inputs
 from effcomp.registry import REWARDS
-from effcomp.runs.run import open_run
+from effcomp.runs.run import open_frozen
 from effcomp.tasks import classification, diffusion
 from effcomp.tasks.base import task_config
 
 
 def classifier_logits_fn(workdir: str) -> Callable[[jax.Array], jax.Array]:
   """logits_fn(images [B, H, W, C] in [−1, 1]) → logits [B, classes] of the classifier run."""
-  run = open_run(workdir)
-  if run.task != "classification":
-    raise ValueError(f"reward classifier:{workdir}: expected a classification run (e.g. "
-                     f"configs/demo.py:model=cnn with task.resize=16), got task {run.task!r}")
+  run, variables = open_frozen(workdir, "classification", f"reward classifier:{workdir}",
+                               "configs/demo.py:model=cnn with task.resize=16")
   c = task_config(run.config, classification.task_defaults())
-  variables = jax.device_get(run.variables)
 
   def logits(images):
     x = model_inputs(diffusion.to_uint8(images), c.resize, tuple(c.mean), tuple(c.std))

@@ -105,3 +105,13 @@ def open_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *
     raise ValueError(f"workdir={workdir!r}: its checkpoint does not fit the model "
                      f"{model_config.name!r} of the config") from e
   return Run(workdir, config, model, variables)
+
+
+def open_frozen(workdir: str, task: str, role: str, example: str) -> tuple:
+  """(run, its variables on the host) of a finished `task` run that another run uses
+  frozen (an encoder, a scorer, a reward); a ValueError naming `role` ('reward
+  classifier:<workdir>', …) and an `example` config otherwise."""
+  run = open_run(workdir)
+  if run.task != task:
+    raise ValueError(f"{role}: expected a {task} run (e.g. {example}), got task {run.task!r}")
+  return run, jax.device_get(run.variables)
