@@ -172,3 +172,27 @@ def diffusion(model: dict, *, data_name: str, steps: int, batch_size: int, lr: f
   config.optimizer.schedule = "constant"
   config.optimizer.weight_decay = 0.0
   return config
+
+
+def llamagen(config: ml_collections.ConfigDict, *, paper: bool, steps: int, batch_size: int,
+             eval_batch_size: int, lr: float, weight_decay: float
+             ) -> ml_collections.ConfigDict:
+  """`config` with LlamaGen's optimizer (AdamW, β₂ 0.95; constant lr at paper size, cosine
+  on the CPU) and the schedule of a paper-size run on ImageNet (`paper`: eval / checkpoint
+  every 10K steps, 8 data workers, the validation split) or of a CPU run on embedded data
+  (every 500 steps, data in memory): the VQ tokenizer's and the AR model's shared recipe."""
+  config.data.cache_in_memory = not paper
+  config.train.steps = steps
+  config.train.batch_size = batch_size
+  config.eval.batch_size = eval_batch_size
+  config.train.log_every = 100 if paper else 50
+  config.train.eval_every = config.checkpoint.every_steps = 10_000 if paper else 500
+  config.optimizer.name = "adamw"
+  config.optimizer.lr = lr
+  config.optimizer.b2 = 0.95
+  config.optimizer.weight_decay = weight_decay
+  config.optimizer.schedule = "constant" if paper else "cosine"
+  if paper:
+    config.data.eval_split = "validation"
+    config.data.num_workers = 8
+  return config

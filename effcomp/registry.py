@@ -55,6 +55,11 @@ MODEL_INITS: Registry = Registry("task's variable init")
 # features_fn(images in [−1, 1], NHWC) → a list of feature arrays [B, …, C]
 # (`effcomp.tasks.onestep_sr`'s ESS term; `config.task.ess_encoder = '<kind>:<path>'`).
 FEATURE_ENCODERS: Registry = Registry("feature encoder")
+# Frozen image tokenizers for autoregressive image generation, by kind →
+# `load(path) -> ImageTokenizer` (`effcomp/runs/tokenizers.py`: 'run:<workdir>' of a `vq`
+# run): images ↔ code grids, with a cache of a dataset's codes (`effcomp.tasks.ar_image`'s
+# `config.task.tokenizer = '<kind>:<path>'`).
+IMAGE_TOKENIZERS: Registry = Registry("image tokenizer")
 # Frozen degradation scorers, by kind → `load(path) -> scores_fn(images in [−1, 1]) -> [B, K]`
 # in [0, 1] (MoR's routing input; `config.task.mor_estimator = '<kind>:<path>'`).
 DEGRADATION_SCORERS: Registry = Registry("degradation scorer")

@@ -1,4 +1,5 @@
-"""Generate text from a trained language model, or images from a diffusion model.
+"""Generate text from a trained language model, or images from a diffusion model or an
+autoregressive image model.
 
   python experiments/sample.py --config=configs/lm_tiny.py --workdir=workdirs/lm_tiny \\
       --prompt="The for statement" --prompt="Return a new list" \\
@@ -6,12 +7,17 @@
   python experiments/sample.py --config=configs/diffusion_digits.py:model=U-DiT-T \\
       --workdir=workdirs/udit_digits [--num_samples=8 --guidance_scale=2 --sampler=ddpm \\
       --steps=250 --output=samples.png]
+  python experiments/sample.py --config=configs/ar_image.py:tokenizer=workdirs/vq_digits \
+      --workdir=workdirs/ar_digits [--num_samples=8 --guidance_scale=2 --temperature=1 \
+      --top_k=0 --top_p=1 --vf_source=data --output=samples.png]
 
 Language models: restores the newest checkpoint of the run in `--workdir` and its
 `tokenizer.json`, and prints each prompt's continuations (KV-cached decoding;
 `--temperature=0` is greedy). Diffusion models (`config.task.name == 'diffusion'`): writes
 a PNG grid with one row per class and `--num_samples` samples per row, sampled from the
-EMA weights (decoded by the run's autoencoder in latent mode).
+EMA weights (decoded by the run's autoencoder in latent mode). Autoregressive image models
+(`ar_image`): the same grid, codes sampled with the KV cache, classifier-free guidance on
+the logits, and decoded by the run's VQ tokenizer.
 """
 
 import os
@@ -35,7 +41,11 @@ flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 = greedy.")
 flags.DEFINE_float("top_p", 0.95, "Nucleus sampling mass (1 = plain sampling).")
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt (per class for diffusion).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_float("guidance_scale", 1.0, "Diffusion: classifier-free guidance scale (1 = none).")
+flags.DEFINE_float("guidance_scale", 1.0, "Diffusion and AR images: classifier-free guidance "
+                   "scale (1 = none).")
+flags.DEFINE_integer("top_k", 0, "AR images: sample among the k most likely codes (0 = all).")
+flags.DEFINE_enum("vf_source", "data", ["data", "generate"], "AR images with VF prompts: draw "
+                  "the prompt from the training codes, or let the model write it.")
 flags.DEFINE_string("sampler", None, "Diffusion: ddpm | ddim (diffusion models; default "
                     "ddpm) or euler | heun (flow models; default euler).")
 flags.DEFINE_string("steps", "250", "Diffusion: sampling steps (respacing, e.g. 250 or ddim25).")
@@ -49,11 +59,13 @@ def _main(argv) -> None:
 
   def body():
     run = runs.open(FLAGS.workdir, FLAGS.config)
-    if run.task == "diffusion":
+    if run.task in ("diffusion", "ar_image"):
       output = FLAGS.output or os.path.join(FLAGS.workdir, "samples.png")
+      options = (dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                      vf_source=FLAGS.vf_source) if run.task == "ar_image" else {})
       print(sample.class_grid(run, output, num_samples=FLAGS.num_samples,
                               guidance_scale=FLAGS.guidance_scale, sampler=FLAGS.sampler,
-                              steps=FLAGS.steps, seed=FLAGS.seed))
+                              steps=FLAGS.steps, seed=FLAGS.seed, **options))
       return
     texts = sample.texts(run, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
                          temperature=FLAGS.temperature, top_p=FLAGS.top_p,

@@ -21,6 +21,19 @@ def data_dir(tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope="session")
+def vq_digits(tmp_path_factory, data_dir):
+  """(workdir, summary) of a VQ tokenizer trained 30 steps on the digits
+  (`configs/vq_tokenizer.py`), shared by the tokenizer's and the AR model's tests."""
+  del data_dir
+  from effcomp import config as config_lib, runs  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("vq_digits"))
+  config = config_lib.load("configs/vq_tokenizer.py:data=digits,steps=30", **{
+      "train.progress_bar": False, "train.eval_every": 0, "checkpoint.async_save": False,
+      "train.batch_size": 16, "train.log_every": 10, "eval.batch_size": 360})
+  return workdir, runs.train(config, workdir)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache_dir(tmp_path_factory):
   """Entry points the tests run cache their compilations in this session's folder

@@ -52,6 +52,7 @@ def _flags(overrides):
   return [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
+@pytest.mark.slow  # end to end, ≈ 55 s: make test-slow
 def test_converted_checkpoint_is_a_run_that_evaluates_and_exports(tmp_path, official):
   path, overrides, variables = official
   workdir = str(tmp_path / "run")

@@ -188,7 +188,7 @@ def train_tiny(objective, steps=3000, batch=2048):
 
 
 @pytest.mark.parametrize("objective, name", [
-    ("eps", "ddpm 100"), ("flow", "heun 25"),
+    pytest.param("eps", "ddpm 100", marks=pytest.mark.slow), ("flow", "heun 25"),
     pytest.param("x0", "ddim η=0 100", marks=pytest.mark.slow),
     pytest.param("v", "ddim η=0 100", marks=pytest.mark.slow)])
 def test_a_tiny_mlp_trained_with_each_objective_samples_the_mixture(objective, name):

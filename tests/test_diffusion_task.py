@@ -103,6 +103,7 @@ def test_learn_sigma_must_agree_between_model_and_task(tmp_path, data_dir):
                                **{**TINY["DiT-T/2"], "task.flow_time_distribution": "beta"}))
 
 
+@pytest.mark.slow  # end to end, ≈ 45 s: make test-slow
 def test_latent_diffusion_trains_on_a_frozen_autoencoder(tmp_path, data_dir):
   del data_dir
   ae_dir, run_dir = str(tmp_path / "ae"), str(tmp_path / "latent")

@@ -145,6 +145,7 @@ def _number(label, text):
   return float(re.search(rf"{label}\s+([0-9.]+)", text).group(1))
 
 
+@pytest.mark.slow  # end to end, ≈ 40 s: make test-slow
 def test_export_cli_packs_a_trained_run_and_keeps_its_accuracy(tmp_path, data_dir):
   config = "configs/bnn_digits.py:model=vgg_small,method=adabin,steps=20"
   run_python(train_args(str(tmp_path), config))

@@ -62,9 +62,9 @@ TERMS = {"teacher", "hr", "hsd", "gan", "disc", "ess", "hfp", "estimator", "bala
 @pytest.mark.parametrize("method,terms", [
     pytest.param("regress", {"teacher"}, marks=pytest.mark.slow),
     pytest.param("hr", {"hr"}, marks=pytest.mark.slow),
-    ("tadsr", {"teacher", "hsd", "gan", "disc"}),
+    pytest.param("tadsr", {"teacher", "hsd", "gan", "disc"}, marks=pytest.mark.slow),
     pytest.param("vpdsr", {"teacher", "ess", "hfp", "gan", "disc"}, marks=pytest.mark.slow),
-    ("mor", {"hr", "hsd", "estimator", "balance"})])
+    pytest.param("mor", {"hr", "hsd", "estimator", "balance"}, marks=pytest.mark.slow)])
 def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, encoder, method, terms):
   workdir = str(tmp_path / method)
   summary = runs.train(_config(teacher, method, 2, **{"task.ess_encoder": encoder}), workdir)

@@ -79,6 +79,7 @@ def test_unknown_method_is_an_error(small):
                             fake_quant.QuantConfig.parse("w4a16"), "xyz")
 
 
+@pytest.mark.slow  # end to end, ≈ 45 s: make test-slow
 def test_quantize_command_on_a_trained_run(tmp_path, data_dir):
   lm_dir = tmp_path / "lm"
   run_python(train_args(str(lm_dir), "configs/lm_tiny.py:steps=30", "--config.model.num_layers=1",
@@ -102,6 +103,7 @@ def test_quantize_command_on_a_trained_run(tmp_path, data_dir):
   assert bad.returncode == 2 and "source.workdir" in bad.stderr
 
 
+@pytest.mark.slow  # end to end, ≈ 40 s: make test-slow
 def test_cbq_beats_rtn_and_its_kernels_pack_exactly(small):
   model, params, tokens, calib = small
   bm = blocks.for_llama(model)

@@ -36,7 +36,9 @@ def single_device(tmp_path_factory, data_dir):
   return workdir
 
 
-@pytest.mark.parametrize("mesh", [("2", "4", "1"), ("8", "1", "1"), ("1", "4", "2")])
+@pytest.mark.parametrize("mesh", [  # one mesh in make test, the others in make test-slow
+    ("2", "4", "1"), pytest.param(("8", "1", "1"), marks=pytest.mark.slow),
+    pytest.param(("1", "4", "2"), marks=pytest.mark.slow)])
 def test_eight_devices_give_the_same_losses_as_one(tmp_path, single_device, mesh):
   data, fsdp, tensor = mesh
   run_python(train_args(str(tmp_path), f"configs/demo.py:steps={STEPS}", *OVERRIDES,

@@ -157,6 +157,7 @@ def test_kd_without_a_teacher_is_an_error(tmp_path, data_dir):
     runs.train(_config(1, **{"task.kd": "output"}), str(tmp_path / "x"))
 
 
+@pytest.mark.slow  # end to end, 8 devices, ≈ 35 s: make test-slow
 def test_eight_devices_train_sr_like_one(tmp_path, data_dir):
   del data_dir
   overrides = [f"--config.{k}={v}" for k, v in {

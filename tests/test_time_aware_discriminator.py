@@ -13,6 +13,7 @@ def _features(seed):
   return [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 8, 8, 16), (2, 4, 4, 32))]
 
 
+@pytest.mark.slow  # end to end, ≈ 20 s: make test-slow
 def test_logits_depend_on_features_and_time_once_trained():
   d = TimeAwareDiscriminator(embed_dim=32, logits_per_position=8)
   feats, t = _features(0), jnp.array([0, 5])

@@ -148,6 +148,7 @@ def test_params_are_logically_named_and_the_config_is_checked():
       jax.eval_shape(lambda m=bad: m.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3))))
 
 
+@pytest.mark.slow  # end to end, ≈ 45 s: make test-slow
 def test_distillation_trains_and_the_student_is_a_latent_diffusion_autoencoder(tmp_path,
                                                                                 data_dir):
   del data_dir

@@ -14,6 +14,7 @@ SSIM and multiply-adds side by side).
 
 from effcomp.runs import encoders  # noqa: F401  (registers FEATURE_ENCODERS, DEGRADATION_SCORERS)
 from effcomp.runs import rewards  # noqa: F401  (registers REWARDS["classifier"])
+from effcomp.runs import tokenizers  # noqa: F401  (registers IMAGE_TOKENIZERS["run"])
 from effcomp.runs.build import build_model, build_task  # noqa: F401
 from effcomp.runs.run import Run, open_run as open  # noqa: F401  (runs.open)
 from effcomp.runs.training import evaluate, setup, train  # noqa: F401

@@ -11,8 +11,9 @@ from effcomp import config as config_lib
 from effcomp import models
 from effcomp.data import pipeline, sources
 from effcomp.registry import TASKS
-from effcomp.tasks import (autoencoder, classification, degradation, diffusion,  # noqa: F401
-                           diffusion_sr, flow_grpo, lm, onestep_sr, sr)  # (registration)
+from effcomp.tasks import (ar_image, autoencoder, classification, degradation,  # noqa: F401
+                           diffusion, diffusion_sr, flow_grpo, lm, onestep_sr, sr,
+                           vq)  # (registration)
 from effcomp.tasks.base import Task
 
 

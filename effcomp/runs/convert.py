@@ -23,7 +23,7 @@ import ml_collections
 from etils import epath
 
 from effcomp import config as config_lib
-from effcomp.convert import adabin, basicsr, dit, ditsr, resshift, state_dict, udit
+from effcomp.convert import adabin, basicsr, dit, ditsr, llamagen_vq, resshift, state_dict, udit
 from effcomp.models.vae import AutoencoderKL, diffusers_weights
 from effcomp.runs import build
 from effcomp.runs.run import abstract_variables
@@ -34,7 +34,8 @@ CONVERTED_FILE = "converted.json"
 SINGLE_DEVICE_MESH = {"data": 1, "fsdp": 1, "tensor": 1}
 # --source name → converter module (effcomp/convert/<format>.py).
 SOURCES = {"adabin": adabin, "adabin_cifar": adabin, "adabin_imagenet": adabin,
-           "basicsr": basicsr, "dit": dit, "udit": udit, "resshift": resshift, "ditsr": ditsr}
+           "basicsr": basicsr, "dit": dit, "udit": udit, "resshift": resshift, "ditsr": ditsr,
+           "llamagen_vq": llamagen_vq}
 
 
 def is_converted(workdir: str) -> bool:

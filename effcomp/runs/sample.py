@@ -1,7 +1,9 @@
-"""Sample an opened run: text from a language model, a class grid from a diffusion model.
+"""Sample an opened run: text from a language model, a class grid from a diffusion model or
+an autoregressive image model.
 
   texts = sample.texts(runs.open("workdirs/lm_tiny"), ["The for statement"])
   sample.class_grid(runs.open("workdirs/udit_digits"), "samples.png", num_samples=8)
+  sample.class_grid(runs.open("workdirs/ar_digits"), "samples.png", guidance_scale=2.0)
 """
 
 from typing import List, Optional, Sequence
@@ -11,9 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from effcomp.data import sources
 from effcomp.models.lm import generate
 from effcomp.runs.run import Run
-from effcomp.tasks import diffusion, lm
+from effcomp.tasks import ar_image, diffusion, lm
+from effcomp.tasks.base import task_config
 
 
 def texts(run: Run, prompts: Sequence[str], *, max_new_tokens: int = 100,
@@ -36,12 +40,62 @@ def texts(run: Run, prompts: Sequence[str], *, max_new_tokens: int = 100,
   return out
 
 
+def ar_context(run: Run) -> tuple:
+  """(task fields, tokenizer, the training split's codes {'tokens', 'label'}) of an
+  `ar_image` run (the codes from the tokenizer's cache)."""
+  c = task_config(run.config, ar_image.task_defaults())
+  tokenizer = ar_image.load_tokenizer(c)
+  d = run.config.data
+  train = ar_image.tokenized(run.config, tokenizer, sources.get_source(
+      d.name, d.train_split, data_dir=d.data_dir, manual_dir=d.manual_dir), d.train_split)
+  return c, tokenizer, train
+
+
+def ar_codes(run: Run, labels, rng: jax.Array, *, guidance_scale: float = 1.0,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             vf_source: str = "data", use_cache: bool = True, context=None) -> tuple:
+  """(codes [B, h, w] of images of `labels`, sequential decoding steps) from an `ar_image`
+  run, with its VF prompts (class prompts drawn from the training split's codes,
+  `ar_image.draw_prompts`). `context`: `ar_context(run)` when already at hand."""
+  c, tokenizer, train = context or ar_context(run)
+  num_tokens = train["tokens"].shape[1]
+  k = ar_image.prompt_length(c, num_tokens)
+  labels = np.asarray(labels)
+  prompts = None
+  if k and vf_source == "data":
+    prompts = ar_image.draw_prompts(c, labels, train, k, tokenizer.codebook_size,
+                                    np.random.default_rng(np.asarray(jax.random.key_data(rng))))
+  codes, steps = ar_image.sample_codes(
+      run.model, run.params, c, labels, rng, num_tokens=num_tokens,
+      codebook_size=tokenizer.codebook_size, num_classes=ar_image.class_count(c, train),
+      prompts=prompts, vf_source=vf_source, cfg_scale=guidance_scale, temperature=temperature,
+      top_k=top_k, top_p=top_p, use_cache=use_cache)
+  side = int(round(num_tokens ** 0.5))
+  return codes.reshape(len(labels), side, side), steps
+
+
+def ar_images(run: Run, labels, rng: jax.Array, context=None, **options) -> tuple:
+  """(uint8 images [B, H, W, C] of `labels`, sequential decoding steps): `ar_codes` with
+  `options`, decoded by the run's tokenizer."""
+  context = context or ar_context(run)
+  codes, steps = ar_codes(run, labels, rng, context=context, **options)
+  return np.asarray(diffusion.to_uint8(context[1].decode(codes))), steps
+
+
 def class_grid(run: Run, output: str, *, num_samples: int = 8, guidance_scale: float = 1.0,
-               sampler: Optional[str] = None, steps="250", seed: int = 0) -> str:
-  """Writes a PNG grid of the diffusion run's samples to `output`, one row per class and
-  `num_samples` per row (decoded by its autoencoder in latent mode); returns `output`.
-  sampler: None picks the run's default ('ddpm', or 'euler' for a flow model); steps: a
-  count or a respacing such as 'ddim25' (`effcomp.diffusion.samplers`)."""
+               sampler: Optional[str] = None, steps="250", seed: int = 0,
+               **ar_options) -> str:
+  """Writes a PNG grid of the run's samples to `output`, one row per class and
+  `num_samples` per row; returns `output`. Diffusion runs: decoded by the autoencoder in
+  latent mode; sampler None picks the run's default ('ddpm', or 'euler' for a flow model);
+  steps a count or a respacing such as 'ddim25' (`effcomp.diffusion.samplers`). `ar_image`
+  runs: `ar_images` with `ar_options` (temperature, top_k, top_p, vf_source)."""
+  if run.task == "ar_image":
+    context = ar_context(run)
+    count = ar_image.class_count(context[0], context[2])
+    images, _ = ar_images(run, np.repeat(np.arange(count), num_samples), jax.random.key(seed),
+                          guidance_scale=guidance_scale, context=context, **ar_options)
+    return _save_grid(images, count, output)
   autoencoder = run.teacher() if run.config.teacher.workdir else None
   labels = jnp.repeat(jnp.arange(run.model.num_classes), num_samples)
   steps = int(steps) if str(steps).isdigit() else steps
@@ -50,6 +104,10 @@ def class_grid(run: Run, output: str, *, num_samples: int = 8, guidance_scale: f
       steps=steps, guidance_scale=guidance_scale,
       autoencoder=autoencoder.model if autoencoder else None,
       autoencoder_variables=autoencoder.variables if autoencoder else None)
-  grid = diffusion.image_grid(np.asarray(images), rows=run.model.num_classes)
+  return _save_grid(np.asarray(images), run.model.num_classes, output)
+
+
+def _save_grid(images: np.ndarray, rows: int, output: str) -> str:
+  grid = diffusion.image_grid(images, rows=rows)
   Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(output)
   return output

@@ -1,4 +1,4 @@
-"""Autoregressive generation with a key/value cache: greedy, temperature and top-p.
+"""Autoregressive generation with a key/value cache: greedy, temperature, top-k and top-p.
 
     tokens = generate(model, params, prompt, max_new_tokens=64, rng=key,
                       temperature=0.8, top_p=0.95, eos_id=tokenizer.eos_id)
@@ -17,14 +17,19 @@ import jax.numpy as jnp
 
 
 def sample_logits(logits: jax.Array, rng: jax.Array, temperature: float = 1.0,
-                  top_p: float = 1.0) -> jax.Array:
-  """One token id per row of `logits` [B, V]; greedy when `temperature == 0`."""
-  if temperature < 0 or not 0 < top_p <= 1:
-    raise ValueError(f"temperature={temperature}, top_p={top_p}: expected temperature ≥ 0 "
-                     "and 0 < top_p ≤ 1")
+                  top_p: float = 1.0, top_k: int = 0) -> jax.Array:
+  """One token id per row of `logits` [B, V]; greedy when `temperature == 0`. Top-k
+  (k > 0: the k most likely tokens; ties at the k-th logit kept) then top-p filter the
+  tempered logits, in LlamaGen's `top_k_top_p_filtering` order."""
+  if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+    raise ValueError(f"temperature={temperature}, top_p={top_p}, top_k={top_k}: expected "
+                     "temperature ≥ 0, 0 < top_p ≤ 1 and top_k ≥ 0")
   if temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits.astype(jnp.float32) / temperature
+  if 0 < top_k < logits.shape[-1]:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits >= kth, logits, -jnp.inf)
   if top_p < 1:
     sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
     probs = jax.nn.softmax(sorted_logits, axis=-1)

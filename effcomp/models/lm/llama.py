@@ -65,6 +65,28 @@ def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> Tuple[jax.
   return jnp.cos(angles), jnp.sin(angles)
 
 
+def rope_angles_2d(positions: jax.Array, head_dim: int, theta: float
+                   ) -> Tuple[jax.Array, jax.Array]:
+  """2-D RoPE: cos, sin [..., head_dim] for integer (row, column) `positions` [..., 2].
+
+  LlamaGen's `precompute_freqs_cis_2d` (autoregressive/models/gpt.py): the rotated pairs
+  split in two halves, the first turned by the row, the second by the column, each with
+  frequencies `theta^(-2i / (head_dim/2))`; here in the rotate-half layout of `rope_angles`
+  (pairs (i, i + head_dim/2)) rather than LlamaGen's interleaved pairs, the same rotations
+  on a permutation of the head dimensions.
+  """
+  if head_dim % 4:
+    raise ValueError(f"head_dim={head_dim}: 2-D RoPE needs a multiple of 4")
+  if positions.shape[-1] != 2:
+    raise ValueError(f"positions.shape={positions.shape}: 2-D RoPE expects [..., 2] (row, column)")
+  half = head_dim // 2
+  inv_freq = 1.0 / theta ** (jnp.arange(0, half, 2, dtype=jnp.float32) / half)
+  freqs = jnp.concatenate([positions[..., 0:1].astype(jnp.float32) * inv_freq,
+                           positions[..., 1:2].astype(jnp.float32) * inv_freq], axis=-1)
+  angles = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   """Rotates `x` [B, T, H, D] by the angles of `cos`/`sin` [B, T, D] (pairs i, i+D/2)."""
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
@@ -99,9 +121,9 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_positions: jax.
 
   Args:
     q: [B, T, H, D]; k, v: [B, S, KV, D] with H a multiple of KV.
-    q_positions: [B, T] absolute positions of the queries; k_positions: [S] of the keys.
+    q_positions: [B, T] sequence indices of the queries; k_positions: [S] of the keys.
       Query t sees key s iff k_positions[s] ≤ q_positions[t] (cache slots not yet
-      written have positions beyond every query and stay invisible).
+      written have indices beyond every query and stay invisible).
 
   Returns:
     [B, T, H, D] in q's dtype; scores and softmax in float32.
@@ -129,10 +151,13 @@ class Attention(nn.Module):
   qkv_bias: bool = False
   dtype: Any = jnp.float32
   binarize: Optional[BinarizeSpec] = None
+  rope_2d: bool = False
 
   @nn.compact
   def __call__(self, x, positions, cache: Optional[Dict[str, jax.Array]] = None,
                index: Optional[jax.Array] = None, progress: Optional[jax.Array] = None):
+    """`positions`: [B, T] RoPE positions ([B, T, 2] rows and columns with `rope_2d`);
+    causality follows the sequence order (from `index` with a cache)."""
     b, t, embed = x.shape
     h, kv, d = self.num_heads, self.num_kv_heads, self.head_dim
     proj = lambda y, n, axes, bias, name: project(y, n, axes, bias, self.dtype, name,
@@ -140,8 +165,9 @@ class Attention(nn.Module):
     q = proj(x, h * d, ("embed", "heads"), self.qkv_bias, "q").reshape(b, t, h, d)
     k = proj(x, kv * d, ("embed", "kv"), self.qkv_bias, "k").reshape(b, t, kv, d)
     v = proj(x, kv * d, ("embed", "kv"), self.qkv_bias, "v").reshape(b, t, kv, d)
-    cos, sin = rope_angles(positions, d, self.rope_theta)
+    cos, sin = (rope_angles_2d if self.rope_2d else rope_angles)(positions, d, self.rope_theta)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q_positions = jnp.broadcast_to(jnp.arange(t) + (0 if index is None else index), (b, t))
     if cache is None:
       k_positions = jnp.arange(t)
     else:
@@ -150,7 +176,7 @@ class Attention(nn.Module):
       cache = {"k": k, "v": v}
       k_positions = jnp.arange(k.shape[1])
       k, v = k.astype(self.dtype), v.astype(self.dtype)
-    out = causal_attention(q, k, v, positions, k_positions).reshape(b, t, h * d)
+    out = causal_attention(q, k, v, q_positions, k_positions).reshape(b, t, h * d)
     return proj(out, embed, ("heads", "embed"), False, "o"), cache
 
 
@@ -179,15 +205,18 @@ class Block(nn.Module):
   qkv_bias: bool = False
   dtype: Any = jnp.float32
   binarize: Optional[BinarizeSpec] = None
+  rope_2d: bool = False
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, positions, cache=None, index=None, progress=None):
+  def __call__(self, x, positions, cache=None, index=None, progress=None, deterministic=True):
     attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
-                     self.qkv_bias, self.dtype, self.binarize, name="attn")
+                     self.qkv_bias, self.dtype, self.binarize, self.rope_2d, name="attn")
     y, cache = attn(RMSNorm(self.norm_eps, name="attn_norm")(x), positions, cache, index, progress)
-    x = x + y
+    drop = nn.Dropout(self.dropout, deterministic=deterministic)
+    x = x + drop(y)
     mlp = SwiGLU(self.mlp_dim, self.dtype, self.binarize, name="mlp")
-    x = x + mlp(RMSNorm(self.norm_eps, name="mlp_norm")(x), progress)
+    x = x + drop(mlp(RMSNorm(self.norm_eps, name="mlp_norm")(x), progress))
     return x, cache
 
 
@@ -211,6 +240,11 @@ class Llama(nn.Module):
       full precision.
     binarizer_phases: phases of the progressive schedule (tanh phases, then sign).
     dual_scaling: progressive binarizer with input- and output-channel scales.
+    rope_2d: 2-D RoPE over (row, column) positions of an image-token grid (LlamaGen;
+      `rope_angles_2d`); the caller passes `positions` [B, T, 2].
+    dropout: on each block's attention and MLP outputs (LlamaGen's resid_dropout_p and
+      ffn_dropout_p); token_dropout: on the token embeddings (its token_dropout_p). Active
+      only in calls with `deterministic=False` and a 'dropout' RNG.
   """
   vocab_size: int = 4096
   num_layers: int = 4
@@ -228,6 +262,9 @@ class Llama(nn.Module):
   binarizer: str = "none"
   binarizer_phases: int = 20
   dual_scaling: bool = True
+  rope_2d: bool = False
+  dropout: float = 0.0
+  token_dropout: float = 0.0
 
   @property
   def kv_heads(self) -> int:
@@ -251,39 +288,45 @@ class Llama(nn.Module):
     """An empty cache for `batch_size` sequences of up to `max_len` tokens."""
     shape = (batch_size, max_len, self.kv_heads, self.dims_per_head)
     layer = lambda: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-    return {"index": jnp.zeros((), jnp.int32), "layers": tuple(layer() for _ in range(self.num_layers))}
+    return {"index": jnp.zeros((), jnp.int32),
+            "layers": tuple(layer() for _ in range(self.num_layers))}
 
   @nn.compact
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
-               cache: Optional[Cache] = None, progress: Optional[jax.Array] = None):
+               cache: Optional[Cache] = None, progress: Optional[jax.Array] = None,
+               deterministic: bool = True):
     """Logits [B, T, vocab] (float32); with `cache`, `(logits, updated cache)`.
 
     Args:
       tokens: [B, T] token ids.
-      positions: [B, T] positions; default `arange(T)` (plus `cache['index']`).
+      positions: [B, T] positions; default `arange(T)` (plus `cache['index']`); with
+        `rope_2d`, [B, T, 2] (row, column), required.
       cache: from `init_cache`; the tokens are written at `cache['index']` onwards.
       progress: with a `binarizer`, the position ∈ [0, 1] in its training schedule;
         None means the final 1-bit weights.
+      deterministic: False applies `dropout` / `token_dropout` (training).
     """
     if self.embed_dim % self.num_heads and not self.head_dim:
-      raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
-                       "set head_dim")
+      raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads="
+                       f"{self.num_heads}; set head_dim")
     b, t = tokens.shape
     index = None if cache is None else cache["index"]
+    if positions is None and self.rope_2d:
+      raise ValueError("rope_2d=True: pass positions [batch, tokens, 2] (row, column)")
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(t)[None] + (0 if index is None else index), (b, t))
     embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
                      embedding_init=nn.with_logical_partitioning(
                          nn.initializers.normal(INIT_STD), ("vocab", "embed")))
-    x = embed(tokens)
-    block_cls = nn.remat(Block) if self.remat else Block
+    x = nn.Dropout(self.token_dropout, deterministic=deterministic)(embed(tokens))
+    block_cls = nn.remat(Block, static_argnums=(6,)) if self.remat else Block
     new_layers = []
     for i in range(self.num_layers):
       block = block_cls(self.num_heads, self.kv_heads, self.dims_per_head, self.hidden_dim,
                         self.rope_theta, self.norm_eps, self.qkv_bias, self.dtype, self.binarize,
-                        name=f"layers_{i}")
+                        self.rope_2d, self.dropout, name=f"layers_{i}")
       x, layer_cache = block(x, positions, None if cache is None else cache["layers"][i], index,
-                             progress)
+                             progress, deterministic)
       new_layers.append(layer_cache)
       self.sow("intermediates", "hidden", x)
     x = RMSNorm(self.norm_eps, name="final_norm")(x)
