@@ -267,6 +267,7 @@ def test_every_parameter_is_logically_partitioned():
   assert all(len(leaf.names) == leaf.value.ndim for leaf in leaves)
 
 
+@pytest.mark.slow  # end to end, ≈ 35 s: make test-slow
 def test_gradients_reach_every_parameter_and_training_updates_batch_statistics():
   x = jnp.asarray(np.random.default_rng(10).uniform(size=(2, 8, 8, 3)), jnp.float32)
   model = LIPT(scale=2, remat=True, **TINY)

@@ -47,6 +47,7 @@ def _config(teacher, method, steps, **overrides):
                          **{**RUN, **overrides})
 
 
+@pytest.mark.slow  # end to end, ≈ 40 s: make test-slow
 def test_the_student_starts_as_the_teacher(tmp_path, teacher):
   workdir = str(tmp_path / "regress")
   runs.train(_config(teacher, "regress", 1, **{"optimizer.lr": 0.0, "train.ema_decay": 0.0,
