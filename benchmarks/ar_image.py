@@ -119,14 +119,14 @@ def train_tokenizer():
   reconstructions."""
   summary, minutes, run = train_fresh(
       f"configs/vq_tokenizer.py:data=digits,steps={FLAGS.vq_steps}", "vq")
-  return run.workdir, {"model": "VQ reconstructions (test split)",
-                       "role": "the tokenizer's ceiling", "params (M)": num_params(run.params)
-                       / 1e6, "psnr": summary["eval"]["psnr"], "usage": summary["eval"]["usage"],
-                       "perplexity": summary["eval"]["perplexity"], "train min": minutes}
+  return run, {"model": "VQ reconstructions (test split)", "role": "the tokenizer's ceiling",
+               "params (M)": num_params(run.params) / 1e6, "psnr": summary["eval"]["psnr"],
+               "usage": summary["eval"]["usage"], "perplexity": summary["eval"]["perplexity"],
+               "train min": minutes}
 
 
-def reconstructions(vq_dir, images):
-  run = runs.open(vq_dir)
+def reconstructions(run, images):
+  """uint8 reconstructions by the opened VQ run of 8×8 digits resized to 16×16."""
   x = diffusion.to_model_space(jnp.asarray(images), 16)
   recon = run.model.apply(run.variables, x)[0]
   return np.asarray(diffusion.to_uint8(recon))
@@ -206,8 +206,9 @@ def main(argv):
   test_distance = nearest_distance(test_images, train_images)
   reference = {"model": "real test images (reference)", "NN distance vs test": 1.0,
                **scores(test_images, test_labels, real_stats, features_fn, logits_fn)}
-  vq_dir, vq_row = train_tokenizer()
-  vq_row.update(scores(reconstructions(vq_dir, test_images), test_labels, real_stats,
+  vq_run, vq_row = train_tokenizer()
+  vq_dir = vq_run.workdir
+  vq_row.update(scores(reconstructions(vq_run, test_images), test_labels, real_stats,
                        features_fn, logits_fn))
   grids, rows = {}, []
   for name, trainer in [(n, lambda n=n: train_ar(n, vq_dir)) for n in FLAGS.models] + [

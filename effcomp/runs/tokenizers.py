@@ -36,18 +36,11 @@ class ImageTokenizer:
   variables: Any
   encode_fn: Callable[[Any, jax.Array], jax.Array]
   decode_fn: Callable[[Any, jax.Array], jax.Array]
+  digest: str  # of the variables: names the cache files (`variables_digest`)
 
   @property
   def codebook_size(self) -> int:
     return self.run.model.codebook_size
-
-  @property
-  def downsampling_factor(self) -> int:
-    return self.run.model.downsampling_factor
-
-  @property
-  def channels(self) -> int:
-    return self.run.model.out_channels
 
   def encode(self, images: jax.Array) -> jax.Array:
     return self.encode_fn(self.variables, images)
@@ -55,18 +48,12 @@ class ImageTokenizer:
   def decode(self, codes: jax.Array) -> jax.Array:
     return self.decode_fn(self.variables, codes)
 
-  def digest(self) -> str:
-    h = hashlib.sha1()
-    for leaf in jax.tree.leaves(self.variables):
-      h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-    return h.hexdigest()[:12]
-
   def tokenize(self, source: Any, key: str,
                images_fn: Callable[[np.ndarray], jax.Array], batch_size: int = 256
                ) -> Dict[str, np.ndarray]:
     """{'tokens': [N, h·w] int32 in raster order, 'label': [N]} of every record of `source`
     (its 'image' made model input by `images_fn`), from the cache when present."""
-    path = epath.Path(self.run.workdir) / CACHE_DIR / f"{key}-{self.digest()}-{len(source)}.npz"
+    path = epath.Path(self.run.workdir) / CACHE_DIR / f"{key}-{self.digest}-{len(source)}.npz"
     if path.exists():
       with path.open("rb") as f, np.load(f) as cached:
         return {k: cached[k] for k in cached.files}
@@ -87,6 +74,14 @@ class ImageTokenizer:
     return arrays
 
 
+def variables_digest(variables: Any) -> str:
+  """12 hex digits of the SHA-1 of every leaf's bytes."""
+  h = hashlib.sha1()
+  for leaf in jax.tree.leaves(variables):
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()[:12]
+
+
 @IMAGE_TOKENIZERS.register("run")
 def load_run_tokenizer(workdir: str) -> ImageTokenizer:
   run, variables = open_frozen(workdir, "vq", f"tokenizer run:{workdir}",
@@ -94,4 +89,5 @@ def load_run_tokenizer(workdir: str) -> ImageTokenizer:
   model = run.model
   return ImageTokenizer(run, variables,
                         jax.jit(lambda v, x: model.apply(v, x, method="tokenize")),
-                        jax.jit(lambda v, c: model.apply(v, c, method="decode_code")))
+                        jax.jit(lambda v, c: model.apply(v, c, method="decode_code")),
+                        variables_digest(variables))
