@@ -4,7 +4,8 @@ One VQ tokenizer (`configs/vq_tokenizer.py:data=digits`: LlamaGen's VQGAN at CPU
 digits → 4×4 codes of a 256-code ℓ2-normalized codebook) is trained first; its
 reconstruction PSNR, codebook usage and perplexity on the test split are reported, and its
 reconstructions of the test digits are scored like the samples (the ceiling of every AR
-row). Then every AR variant (`VARIANTS`: `configs/ar_image.py` arguments) trains the same
+row); the same tokenizer trained with LlamaGen's PatchGAN term is reported beside it. Then
+every AR variant (`VARIANTS`: `configs/ar_image.py` arguments) trains the same
 Llama (4 layers, width 128, 2-D RoPE) for the same steps and batch from the same seed on
 the cached codes, and samples `--samples_per_class` images per class with the KV cache
 (temperature 1, no top-k / top-p), unguided and with classifier-free guidance on the
@@ -42,7 +43,7 @@ from effcomp import runs  # noqa: E402
 from effcomp.metrics import fid, flops, proxy  # noqa: E402
 from effcomp.models.lm.llama import num_params  # noqa: E402
 from effcomp.runs import sample  # noqa: E402
-from effcomp.tasks import ar_image, diffusion  # noqa: E402
+from effcomp.tasks import ar_image, diffusion, vq  # noqa: E402
 
 flags.DEFINE_string("runs_dir", os.path.join(ROOT, "workdirs", "bench_ar"),
                     "Where the classifier, the tokenizer and the generators train (afresh).")
@@ -72,6 +73,9 @@ VARIANTS = {
                                   "class VF prompt learned too and written by the model first"),
 }
 DIFFUSION = "DiT-T/2 flow (diffusion reference)"
+# (name, role, more configs/vq_tokenizer.py arguments); the first one's codes feed every AR row.
+TOKENIZERS = [("VQ", "the AR rows' tokenizer: their ceiling", ""),
+              ("VQ + PatchGAN", "LlamaGen's adversarial term on (`gan`)", ",gan")]
 COLUMNS = ["model", "role", "params (M)", "GMACs / image", "sequential steps", "eval loss",
            "proxy-FID", "class accuracy", GUIDED_FID, GUIDED, "proxy-FID vs AR", "train copies",
            "NN distance vs test", "CPU s / image", "train min", "samples"]
@@ -114,21 +118,21 @@ def train_fresh(spec, name):
   return summary, (time.time() - start) / 60, runs.open(workdir, config)
 
 
-def train_tokenizer():
+def train_tokenizer(name, role, arg):
   """The VQ run and its row: test PSNR, codebook usage / perplexity, scores of its
-  reconstructions."""
+  reconstructions (`arg`: more `configs/vq_tokenizer.py` arguments)."""
   summary, minutes, run = train_fresh(
-      f"configs/vq_tokenizer.py:data=digits,steps={FLAGS.vq_steps}", "vq")
-  return run, {"model": "VQ reconstructions (test split)", "role": "the tokenizer's ceiling",
-               "params (M)": num_params(run.params) / 1e6, "psnr": summary["eval"]["psnr"],
-               "usage": summary["eval"]["usage"], "perplexity": summary["eval"]["perplexity"],
-               "train min": minutes}
+      f"configs/vq_tokenizer.py:data=digits,steps={FLAGS.vq_steps}{arg}", _slug(name))
+  params = vq.tokenizer_variables(run.variables)["params"]
+  return run, {"model": name, "role": role, "params (M)": num_params(params) / 1e6,
+               "psnr": summary["eval"]["psnr"], "usage": summary["eval"]["usage"],
+               "perplexity": summary["eval"]["perplexity"], "train min": minutes}
 
 
 def reconstructions(run, images):
   """uint8 reconstructions by the opened VQ run of 8×8 digits resized to 16×16."""
   x = diffusion.to_model_space(jnp.asarray(images), 16)
-  recon = run.model.apply(run.variables, x)[0]
+  recon = run.model.apply(vq.tokenizer_variables(run.variables), x)[0]
   return np.asarray(diffusion.to_uint8(recon))
 
 
@@ -206,11 +210,19 @@ def main(argv):
   test_distance = nearest_distance(test_images, train_images)
   reference = {"model": "real test images (reference)", "NN distance vs test": 1.0,
                **scores(test_images, test_labels, real_stats, features_fn, logits_fn)}
-  vq_run, vq_row = train_tokenizer()
-  vq_dir = vq_run.workdir
-  vq_row.update(scores(reconstructions(vq_run, test_images), test_labels, real_stats,
-                       features_fn, logits_fn))
-  grids, rows = {}, []
+  grids, tokenizer_rows = {}, []
+  for name, role, arg in TOKENIZERS:
+    run, row = train_tokenizer(name, role, arg)
+    recon = reconstructions(run, test_images)
+    row.update(scores(recon, test_labels, real_stats, features_fn, logits_fn))
+    path = os.path.join("docs", "results", f"ar_image_recon_{_slug(name)}.png")
+    grids[path] = (recon, test_labels)
+    row["reconstructions"] = f"[grid]({os.path.basename(path)})"
+    tokenizer_rows.append(row)
+    print(row, flush=True)
+  vq_row = tokenizer_rows[0]
+  vq_dir = os.path.join(FLAGS.runs_dir, _slug(TOKENIZERS[0][0]))
+  rows = []
   for name, trainer in [(n, lambda n=n: train_ar(n, vq_dir)) for n in FLAGS.models] + [
       (DIFFUSION, train_diffusion)]:
     row, samples, guided, labels = trainer()
@@ -254,13 +266,16 @@ def main(argv):
       "shown); diffusion, 25 calls. `CPU s / image`: unguided, batches of 100, 2 CPU cores. "
       f"Wall time of the whole benchmark: {(time.time() - t_start) / 60:.1f} min.")
   tokenizer_columns = ["model", "role", "params (M)", "psnr", "usage", "perplexity",
-                       "proxy-FID", "class accuracy", "train min"]
+                       "proxy-FID", "class accuracy", "train min", "reconstructions"]
   common.write_results(
       "ar_image", [reference] + rows, COLUMNS,
       title="Autoregressive image generation with VF prompts on the embedded digits (CPU scale)",
       notes=notes, extra={"classifier_accuracy": accuracy},
-      tables=[("Tokenizer", "The VQ tokenizer every AR row generates codes of; its "
-               "reconstructions of the test digits scored like the samples.", [vq_row],
+      tables=[("Tokenizer", "The VQ tokenizer every AR row generates codes of (the first), "
+               "and the same trained with LlamaGen's PatchGAN term (`gan`: weight 0.5 from "
+               f"step {FLAGS.vq_steps // 2}, a 2-layer discriminator of width 32, hinge "
+               "losses); their reconstructions of the test digits scored like the samples "
+               "(params: the tokenizer's, without the discriminator).", tokenizer_rows,
                tokenizer_columns)])
   for path, (samples, labels) in grids.items():  # after: the record's commit is clean
     save_grid(samples, labels, os.path.join(ROOT, path))

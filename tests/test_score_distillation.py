@@ -75,3 +75,27 @@ def test_hinge_losses_match_hand_computed_values():
   np.testing.assert_allclose(adversarial.hinge_generator_loss(fake), [0.5, 5 / 3], rtol=1e-6)
   with pytest.raises(ValueError, match="real_logits"):
     adversarial.hinge_discriminator_loss(real, fake[:, :2])
+
+
+def test_hinge_gan_terms_move_each_network_by_its_own_loss():
+  real, fake = jnp.array([[0.4, 2.0]]), jnp.array([[1.0, -0.4]])
+
+  def judge(p, x, stats):  # a linear "discriminator" counting its calls in its stats
+    return p * x, stats + 1
+
+  def terms(p, fake):
+    return adversarial.hinge_gan_terms(judge, p, 0, real, fake)
+
+  gen, disc, stats, logits = terms(2.0, fake)
+  # D(real) = [0.8, 4], D(fake) = [2, −0.8]: gen −mean[2, −0.8] = −0.6; disc mean relu(1 −
+  # [0.8, 4]) + mean relu(1 + [2, −0.8]) = 0.1 + 1.6.
+  np.testing.assert_allclose(gen, [-0.6], rtol=1e-6)
+  np.testing.assert_allclose(disc, [1.7], rtol=1e-6)
+  assert int(stats) == 2  # the discriminator's two calls; the generator's call leaves none
+  np.testing.assert_allclose([logits["d_real"], logits["d_fake"]], [2.4, 0.6], rtol=1e-6)
+  # The generator's loss reaches the fake images only, the discriminator's its parameters only.
+  assert float(jax.grad(lambda p: terms(p, fake)[0][0])(2.0)) == 0.0
+  np.testing.assert_allclose(jax.grad(lambda f: terms(2.0, f)[0][0])(fake), [[-1.0, -1.0]])
+  np.testing.assert_array_equal(jax.grad(lambda f: terms(2.0, f)[1][0])(fake), 0.0)
+  # d/dp: −0.4 / 2 (the real example inside the margin) + (1 − 0.4) / 2 (both fakes inside).
+  np.testing.assert_allclose(jax.grad(lambda p: terms(p, fake)[1][0])(2.0), 0.1, rtol=1e-5)

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.convert import llamagen_vq, state_dict
-from effcomp.models.vq import VQModel
+from effcomp.models.vq import VQModel, patchgan
 from effcomp.nn import vector_quantize as vq
 from effcomp.runs import convert
+from effcomp.tasks import vq as vq_task
 from effcomp.train import metrics_writer, sharding
 
 TINY = dict(in_channels=3, out_channels=3, channels=8, ch_mult=(1, 2), num_res_blocks=1,
@@ -158,6 +159,14 @@ def test_llamagen_checkpoint_loads_and_matches_its_forward(tmp_path):
   assert report.unused == llamagen_vq.UNUSED and not report.unfilled
   run = runs.open(str(tmp_path / "run"))
   np.testing.assert_array_equal(run.model.apply(run.variables, x, method="tokenize"), want_idx)
+  # A config that fine-tunes with the PatchGAN term: its discriminator starts fresh.
+  report = convert.import_checkpoint("llamagen_vq", path, config_lib.load(
+      "configs/vq_tokenizer.py:data=photos,gan", **{f"model.{k}": v for k, v in TINY.items()}),
+      str(tmp_path / "gan"))
+  assert report.unfilled and all(vq_task.DISCRIMINATOR in u for u in report.unfilled)
+  run = runs.open(str(tmp_path / "gan"))
+  assert vq_task.DISCRIMINATOR in run.params and "batch_stats" in run.variables
+  np.testing.assert_array_equal(run.model.apply(run.variables, x, method="tokenize"), want_idx)
   with pytest.raises(ValueError, match="wrong shape"):
     convert.import_checkpoint("llamagen_vq", path, config_lib.load(
         "configs/vq_tokenizer.py:data=photos", **{
@@ -196,3 +205,91 @@ def test_vq_task_trains_and_reports_codebook_usage(vq_digits):
     runs.build_task(config_lib.load("configs/vq_tokenizer.py", **{"task.reconstruction": "l3"}))
   with pytest.raises(ValueError, match="perceptual_encoder"):
     runs.build_task(config_lib.load("configs/vq_tokenizer.py", **{"task.perceptual_weight": 1.0}))
+
+
+def _torch_patchgan(variables, x, n_layers, train):
+  """LlamaGen's `NLayerDiscriminator` (discriminator_patchgan.py) written with torch
+  functional ops over effcomp's variables: (logits NHWC, {norm: running mean})."""
+  p, stats = variables["params"], variables["batch_stats"]
+  t = lambda a: torch.from_numpy(np.asarray(a).copy())
+  conv = lambda h, n, stride: F.conv2d(h, t(p[n]["kernel"]).permute(3, 2, 0, 1),
+                                       t(p[n]["bias"]) if "bias" in p[n] else None, stride, 1)
+  h = F.leaky_relu(conv(torch.from_numpy(x).permute(0, 3, 1, 2), "conv_0", 2), 0.2)
+  means = {}
+  for n in range(1, n_layers + 1):
+    h = conv(h, f"conv_{n}", 2 if n < n_layers else 1)
+    name = f"norm_{n}"
+    mean, var = t(stats[name]["mean"]), t(stats[name]["var"])
+    h = F.batch_norm(h, mean, var, t(p[name]["scale"]), t(p[name]["bias"]), training=train,
+                     momentum=0.1, eps=1e-5)
+    h, means[name] = F.leaky_relu(h, 0.2), mean.numpy()
+  return conv(h, "logits", 1).permute(0, 2, 3, 1).numpy(), means
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_patchgan_matches_llamagen_forward(train):
+  model = patchgan.PatchGANDiscriminator(ndf=8, n_layers=2)
+  x = np.random.default_rng(0).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+  variables = nn.unbox(model.init(jax.random.key(0), x))
+  conv_0 = variables["params"]["conv_0"]["kernel"]
+  assert abs(float(np.std(conv_0)) - 0.02) < 0.004 and "bias" not in variables["params"]["conv_1"]
+  # Non-trivial statistics and norms, so the eval path is tested on something.
+  variables = jax.tree.map(lambda a: a + 0.3 * np.random.default_rng(a.size).uniform(
+      size=a.shape).astype(np.float32), variables)
+  logits, new = model.apply(variables, x, train=train, mutable=["batch_stats"])
+  want, torch_means = _torch_patchgan(variables, x, 2, train)
+  assert logits.shape == (3, 2, 2, 1)  # 16 / 2² − 2
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+  for name, mean in torch_means.items():  # running means move as torch's (0.1 of the batch's)
+    np.testing.assert_allclose(new["batch_stats"][name]["mean"], mean, atol=1e-6)
+  with pytest.raises(ValueError, match="side at least 12"):
+    model.apply(variables, x[:, :8, :8], train=False)
+
+
+def test_vq_task_gan_term_starts_at_disc_start_and_moves_each_network_by_its_loss():
+  config = config_lib.load("configs/vq_tokenizer.py:data=photos,gan,steps=10", **{
+      f"model.{k}": v for k, v in TINY.items()})
+  assert config.task.gan_weight == 0.5 and config.task.disc_start == 5
+  task = runs.build_task(config)
+  batch = {"image": np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), np.uint8),
+           "mask": np.ones(4, bool)}
+  variables = jax.jit(task.init_fn)(jax.random.key(0), batch)
+  params, state = nn.unbox(variables["params"]), {"batch_stats": variables["batch_stats"]}
+  assert set(params) >= {"codebook", vq_task.DISCRIMINATOR}
+
+  @jax.jit
+  def grads(step):
+    (_, (new_state, metrics)), g = jax.value_and_grad(task.loss_fn, has_aux=True)(
+        params, state, batch, jax.random.key(1), None, step)
+    return vq_task.split_params(g), new_state, metrics
+
+  norm = lambda tree: float(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(tree)))
+  (tok_0, disc_0), state_0, m_0 = grads(jnp.int32(4))
+  (_, disc_5), _, m_5 = grads(jnp.int32(5))
+  assert norm(tok_0) > 0
+  assert float(m_0["gan_weight"]) == 0.0 and float(m_5["gan_weight"]) == 0.5
+  assert {"gan", "disc", "d_real", "d_fake"} <= set(m_5)
+  assert norm(disc_0) == 0.0 and norm(disc_5) > 0.0  # the discriminator learns from then on
+  # What starts at disc_start moves the tokenizer by the generator's term only,
+  # 0.5 · ∇(−mean D(recon)) (the discriminator's term sees the reconstructions stopped).
+  loss_at = lambda p, step: task.loss_fn(p, state, batch, jax.random.key(1), None,
+                                         jnp.int32(step))[0]
+  delta = vq_task.split_params(jax.jit(jax.grad(lambda p: loss_at(p, 5) - loss_at(p, 4)))(
+      params))[0]
+  disc = vq_task.discriminator(config.task)
+
+  def gen_loss(p):
+    x = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+    recon = task.model.apply({"params": p}, x)[0]
+    logits = disc.apply({"params": params[vq_task.DISCRIMINATOR], **state}, recon, train=True,
+                        mutable=["batch_stats"])[0]
+    return -0.5 * jnp.mean(logits)
+
+  want = jax.jit(jax.grad(gen_loss))(vq_task.split_params(params)[0])
+  for a, b in zip(jax.tree.leaves(delta), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()) + 1e-9)
+  moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), state_0["batch_stats"],
+                       state["batch_stats"])
+  assert min(jax.tree.leaves(moved)) > 0  # BatchNorm statistics move even before disc_start
+  with pytest.raises(ValueError, match="gan_weight=-1"):
+    runs.build_task(config_lib.load("configs/vq_tokenizer.py", **{"task.gan_weight": -1.0}))

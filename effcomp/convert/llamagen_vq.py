@@ -12,17 +12,20 @@ Keys: `encoder.conv_blocks.{i}.res.{j}.{norm1,conv1,norm2,conv2,nin_shortcut}`,
 `encoder.conv_blocks.{i}.downsample.conv`, `encoder.mid.{0,1,2}`, `encoder.norm_out`,
 `encoder.conv_out`; the decoder alike with `upsample`; `quant_conv`, `post_quant_conv`;
 `quantize.embedding.weight` [K, D] → `codebook`. The buffer `quantize.codebook_used` (the
-training-time usage window) is reported unused.
+training-time usage window) is reported unused. A config that trains with the PatchGAN term
+gets its discriminator freshly initialized (`FRESH`; the released tokenizers hold none).
 """
 
 import re
 from typing import Optional, Tuple
 
 from effcomp.convert.state_dict import CONV, CONV1X1_AS_LINEAR, SAME, Layout, Path
+from effcomp.models.vq import patchgan
 from effcomp.models.vq.vq_model import VQModel
 
 CONTAINERS = ("model", "ema", "state_dict")
 UNUSED = ("quantize.codebook_used",)
+FRESH = (patchgan.KEY,)  # variables the checkpoints never fill: left at initialization
 # effcomp module name → LlamaGen's (the reused diffusers-style blocks name them otherwise).
 _RENAME = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out_0": "proj_out",
            "conv_shortcut": "nin_shortcut"}
@@ -51,7 +54,7 @@ def name_map(model):
   check_model(model)
 
   def lookup(path: Path) -> Optional[Tuple[str, Layout]]:
-    if path[0] != "params":
+    if path[0] != "params" or path[1] in FRESH:
       return None
     *modules, leaf = path[1:]
     if not modules and leaf == "codebook":

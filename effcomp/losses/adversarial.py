@@ -6,6 +6,8 @@ distillation GANs: the discriminator minimizes mean(relu(1 − D(real))) + mean(
 D(fake))); the generator minimizes −mean(D(fake)).
 """
 
+from typing import Any, Callable, Dict, Tuple
+
 import jax
 import jax.numpy as jnp
 
@@ -26,3 +28,25 @@ def hinge_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> 
 def hinge_generator_loss(fake_logits: jax.Array) -> jax.Array:
   """[B]: −mean(fake logits)."""
   return -_per_example_mean(fake_logits)
+
+
+def hinge_gan_terms(judge: Callable[[Any, jax.Array, Any], Tuple[jax.Array, Any]],
+                    disc_params: Any, stats: Any, real: jax.Array, fake: jax.Array
+                    ) -> Tuple[jax.Array, jax.Array, Any, Dict[str, jax.Array]]:
+  """Both players' hinge losses [B] from one loss, for one optimizer over both networks.
+
+  `judge(params, images, stats) -> (logits, new stats)` runs the discriminator in training
+  mode (its normalization statistics in `stats`). The generator's loss sees the
+  discriminator's parameters through `stop_gradient` and the discriminator's sees `real` and
+  `fake` through it, so the sum of the two moves each network by its own loss only, as two
+  optimizers stepping in turn would (the generator's step judges `fake` first, then the
+  discriminator judges `real` and `fake` in two calls, as LlamaGen's and TAD-SR's loops do).
+
+  Returns (generator loss, discriminator loss, the statistics after the discriminator's
+  calls, {'d_real', 'd_fake'}: its mean logits).
+  """
+  fake_g, _ = judge(jax.lax.stop_gradient(disc_params), fake, stats)
+  real_d, stats = judge(disc_params, jax.lax.stop_gradient(real), stats)
+  fake_d, stats = judge(disc_params, jax.lax.stop_gradient(fake), stats)
+  return (hinge_generator_loss(fake_g), hinge_discriminator_loss(real_d, fake_d), stats,
+          {"d_real": jnp.mean(real_d), "d_fake": jnp.mean(fake_d)})

@@ -26,7 +26,7 @@ from effcomp import config as config_lib
 from effcomp.convert import adabin, basicsr, dit, ditsr, llamagen_vq, resshift, state_dict, udit
 from effcomp.models.vae import AutoencoderKL, diffusers_weights
 from effcomp.runs import build
-from effcomp.runs.run import abstract_variables
+from effcomp.runs.run import abstract_variables, init_variables
 from effcomp.tasks import autoencoder
 from effcomp.train import checkpoint, run_info, sharding
 
@@ -88,8 +88,16 @@ def import_checkpoint(source: str, path: str, config: ml_collections.ConfigDict,
   if hasattr(converter, "check_tensors"):  # a format whose variants show in its keys
     converter.check_tensors(tensors)
   mesh = sharding.create_mesh(SINGLE_DEVICE_MESH, jax.devices()[:1])
-  variables, report = state_dict.from_state_dict(
-      tensors, abstract_variables(config, model, mesh), name_map)
+  template = abstract_variables(config, model, mesh)
+  fresh = [p for p in state_dict.leaves(template) if p[1] in getattr(converter, "FRESH", ())]
+  if fresh:  # variables the format never holds (a discriminator): kept at initialization
+    template = init_variables(config, model)
+  variables, report = state_dict.from_state_dict(tensors, template, name_map,
+                                                 fill_missing=bool(fresh))
+  missing = set(report.unfilled) - {"/".join(p) for p in fresh}
+  if missing:
+    raise ValueError(f"checkpoint does not fit the model: no tensor for {len(missing)} "
+                     f"leaves: {', '.join(sorted(missing))}")
   _write_run(workdir, config, variables, {
       "source": source, "checkpoint": os.path.abspath(path), "sha256": _sha256(path),
       "unused": list(report.unused), "unfilled": list(report.unfilled)})

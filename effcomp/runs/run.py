@@ -67,12 +67,22 @@ def abstract_variables(config: ml_collections.ConfigDict, model: nn.Module,
                        mesh: Optional[Mesh] = None) -> Any:
   """`model`'s variables as sharded `jax.ShapeDtypeStruct`s, from the example inputs of
   `config`'s task (`MODEL_INPUTS`); `mesh` None: `config.mesh` over all devices."""
+  return state.abstract_variables(*_init(config, model), mesh or sharding.create_mesh(config.mesh))
+
+
+def init_variables(config: ml_collections.ConfigDict, model: nn.Module, seed: int = 0) -> Any:
+  """`model`'s freshly initialized variables (unboxed, on the default device), as
+  `abstract_variables` shapes them."""
+  init, inputs = _init(config, model)
+  return nn.unbox(jax.jit(init)(jax.random.PRNGKey(seed), inputs))
+
+
+def _init(config: ml_collections.ConfigDict, model: nn.Module) -> tuple:
+  """(init(rng, inputs) of every variable of `config`'s task, its example inputs)."""
   inputs = MODEL_INPUTS.get(config.task.name)(config, model)
   if config.task.name in MODEL_INITS:
-    init = lambda rng, x: MODEL_INITS.get(config.task.name)(config, model, rng, *x)
-  else:
-    init = lambda rng, x: model.init({name: rng for name in RNG_NAMES}, *x)
-  return state.abstract_variables(init, inputs, mesh or sharding.create_mesh(config.mesh))
+    return (lambda rng, x: MODEL_INITS.get(config.task.name)(config, model, rng, *x)), inputs
+  return (lambda rng, x: model.init({name: rng for name in RNG_NAMES}, *x)), inputs
 
 
 def open_run(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *,

@@ -24,6 +24,7 @@ from etils import epath
 from effcomp.data.pipeline import read_batch
 from effcomp.registry import IMAGE_TOKENIZERS
 from effcomp.runs.run import Run, open_frozen
+from effcomp.tasks import vq
 
 CACHE_DIR = "tokens"
 
@@ -86,6 +87,7 @@ def variables_digest(variables: Any) -> str:
 def load_run_tokenizer(workdir: str) -> ImageTokenizer:
   run, variables = open_frozen(workdir, "vq", f"tokenizer run:{workdir}",
                                "configs/vq_tokenizer.py")
+  variables = vq.tokenizer_variables(variables)
   model = run.model
   return ImageTokenizer(run, variables,
                         jax.jit(lambda v, x: model.apply(v, x, method="tokenize")),

@@ -348,7 +348,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       b = y.shape[0]
       t = jax.random.randint(keys[4], (b,), 0, last)
       n = noise_like(keys[5], out)
-      real = jax.lax.stop_gradient(teacher_features(teacher_variables, hr, y, t, n))
+      real = teacher_features(teacher_variables, hr, y, t, n)
       fake = teacher_features(teacher_variables, out, y, t, n)
       stats = model_state["batch_stats"][DISCRIMINATOR]
 
@@ -357,12 +357,10 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
                                  mutable=["batch_stats"])
         return logits, new["batch_stats"]
 
-      fake_g, _ = judge(jax.lax.stop_gradient(disc_params), fake, stats)
-      terms["gan"] = c.gan_weight * adversarial.hinge_generator_loss(fake_g)
-      real_d, stats = judge(disc_params, real, stats)
-      fake_d, stats = judge(disc_params, jax.lax.stop_gradient(fake), stats)
-      terms["disc"] = adversarial.hinge_discriminator_loss(real_d, fake_d)
-      metrics["d_real"], metrics["d_fake"] = jnp.mean(real_d), jnp.mean(fake_d)
+      gen, terms["disc"], stats, logits = adversarial.hinge_gan_terms(judge, disc_params, stats,
+                                                                      real, fake)
+      terms["gan"] = c.gan_weight * gen
+      metrics.update(logits)
       model_state = {**model_state, "batch_stats": {DISCRIMINATOR: stats}}
     metrics.update({k: jnp.mean(v) for k, v in terms.items()})
     metrics["mse_hr"] = jnp.mean(jnp.square(jax.lax.stop_gradient(out) - hr))
