@@ -17,7 +17,8 @@ from effcomp import runs
 from effcomp.data.pipeline import ArraySource
 from effcomp.models.lm import generate, llama
 from effcomp.models.lm.guided_generate import cfg_logits, generate_guided
-from effcomp.runs import sample
+from effcomp.data import sources
+from effcomp.runs import genimage, sample
 from effcomp.tasks import ar_image
 
 from tests.conftest import train_losses_on_one_and_eight_devices
@@ -198,6 +199,20 @@ def test_tokenize_train_and_sample_a_grid(tmp_path, vq_digits):
   assert Image.open(out).size == (2 * 16, 10 * 16)
   images, steps = sample.ar_images(run, [3, 4], jax.random.key(0), vf_source="generate")
   assert images.shape == (2, 16, 16, 1) and images.dtype == np.uint8 and steps == 32
+  # mini-GenImage from this run: its samples beside real digits at its size, as a dataset.
+  root = str(tmp_path / "mini")
+  provenance = genimage.write_generator(run, "ar", root, num_train=6, num_val=4, batch_size=4,
+                                        guidance_scale=2.0, temperature=1.0)
+  assert provenance["run"] == os.path.abspath(workdir) and provenance["guidance_scale"] == 2.0
+  kwargs = dict(data_dir=str(tmp_path / "data"), manual_dir=root)
+  for split, count in (("train", 6), ("validation", 4)):
+    examples = list(sources.get_source("genimage_mini_ar", split, **kwargs))
+    assert sorted(e["label"] for e in examples) == [0] * count + [1] * count
+    assert {e["image"].shape for e in examples} == {(16, 16, 3)}  # gray PNGs read as RGB
+  with pytest.raises(FileExistsError, match="effcomp_ar exists"):
+    genimage.write_generator(run, "ar", root, num_train=1, num_val=1)
+  with pytest.raises(ValueError, match="kind='gan'"):
+    genimage.write_generator(run, "gan", root, num_train=1, num_val=1)
   with pytest.raises(FileNotFoundError, match="workdir='nowhere'"):
     runs.build_task(config_lib.load("configs/ar_image.py:tokenizer=nowhere"))
 

@@ -245,3 +245,56 @@ def test_get_source_unknown_split_lists_the_splits_before_building(tmp_path):
 def test_get_source_accepts_tfds_slices(digits_dir):
   assert len(sources.get_source("digits", "train[:10]", data_dir=digits_dir)) == 10
   assert len(sources.get_source("digits", "train+test", data_dir=digits_dir)) == 1797
+
+
+# --- GenImage (manual_dir) -------------------------------------------------------------
+
+def _write_fake_genimage(root, rng) -> dict:
+  """SD 1.4 under its archive folder name: PNG 'ai' and JPEG 'nature' images, plus odd
+  files; returns {(split, label, file name): pixels} of the RGB ones."""
+  written = {}
+  for folder in ("train", "val"):
+    split = {"train": "train", "val": "validation"}[folder]
+    for label, fmt in (("ai", "PNG"), ("nature", "JPEG")):
+      path = root / "imagenet_ai_0419_sdv4" / folder / label
+      path.mkdir(parents=True)
+      for i in range(2):
+        name = f"{label}_{i}.{fmt.lower()}"
+        Image.fromarray(rng.integers(0, 256, (10 + i, 12, 3), dtype=np.uint8)).save(
+            path / name, format=fmt)
+        with Image.open(path / name) as decoded:
+          written[(split, label, name)] = np.asarray(decoded)
+  ai = root / "imagenet_ai_0419_sdv4" / "train" / "ai"
+  Image.fromarray(rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)).save(ai / "rgba.png")
+  Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(ai / "gray.png")
+  (ai / "broken.png").write_bytes((ai / "ai_0.png").read_bytes()[:60])  # truncated
+  (ai / "notes.txt").write_text("not an image")
+  return written
+
+
+def test_genimage_reads_back_a_generator_tree_without_reencoding(tmp_path):
+  written = _write_fake_genimage(tmp_path / "manual", np.random.default_rng(0))
+  kwargs = dict(data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path / "manual"))
+  assert sources.info("genimage_sd14", **kwargs).features["label"].names == ["nature", "ai"]
+  got = {}
+  for split in ("train", "validation"):
+    for e in _all(sources.get_source("genimage_sd14", split, **kwargs)):
+      assert e["generator"] == b"sd14"
+      got[(split, ["nature", "ai"][e["label"]], e["file_name"].decode())] = e["image"]
+  converted = {("train", "ai", "rgba.png"), ("train", "ai", "gray.png")}
+  assert set(got) == set(written) | converted  # the broken file and the .txt are skipped
+  for key, pixels in written.items():  # PNGs exactly, JPEGs as their own bytes decode
+    np.testing.assert_array_equal(got[key], pixels)
+  for key in converted:
+    assert got[key].shape == (8, 8, 3)
+
+
+def test_genimage_without_files_names_the_expected_folders(tmp_path):
+  (tmp_path / "manual" / "GLIDE" / "train" / "ai").mkdir(parents=True)
+  with pytest.raises(FileNotFoundError) as e:
+    sources.get_source("genimage_glide", "train", data_dir=str(tmp_path / "data"),
+                       manual_dir=str(tmp_path / "manual"))
+  assert "GLIDE" in str(e.value) and "train/nature" in str(e.value) and "ai" in str(e.value)
+  with pytest.raises(FileNotFoundError, match="'Midjourney' or 'imagenet_midjourney'"):
+    sources.get_source("genimage_midjourney", "train", data_dir=str(tmp_path / "data"),
+                       manual_dir=str(tmp_path / "manual"))

@@ -137,6 +137,15 @@ def filter2d(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   return signal.fftconvolve(padded, kernel[::-1, ::-1, None], mode="valid", axes=(0, 1))
 
 
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+  """[H, W, C] blurred per channel by an isotropic Gaussian of std `sigma` pixels:
+  `scipy.ndimage.gaussian_filter` (radius ⌊4σ + ½⌋, mirrored edges 'dcba|abcd'), the blur
+  of CNNSpot's augmentation (PeterWang512/CNNDetection `data/datasets.py`)."""
+  if not sigma > 0:
+    raise ValueError(f"sigma={sigma!r}: expected a positive number")
+  return ndimage.gaussian_filter(np.asarray(image, np.float64), sigma=(sigma, sigma, 0))
+
+
 def usm_sharpen(image: np.ndarray, weight: float = 0.5, radius: int = 50,
                 threshold: float = 10) -> np.ndarray:
   """Unsharp masking of [H, W, C] in [0, 1], BasicSR `USMSharp` (Gaussian 51×51, σ = 8)."""
@@ -224,11 +233,13 @@ def add_poisson_noise(image: np.ndarray, rng: np.random.Generator, scale: float,
 
 
 def jpeg_compress(image: np.ndarray, quality: int) -> np.ndarray:
-  """[H, W, 3] in [0, 1] → JPEG (PIL/libjpeg, 4:2:0) at `quality` → decoded float64 [0, 1]."""
+  """[H, W, 3] (or [H, W, 1]: a grayscale JPEG) in [0, 1] → JPEG (PIL/libjpeg, 4:2:0) at
+  `quality` → decoded float64 [0, 1] of the same shape."""
   pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
   buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality))
-  return np.asarray(Image.open(buffer), dtype=np.float64) / 255
+  Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(
+      buffer, format="JPEG", quality=int(quality))
+  return np.asarray(Image.open(buffer), dtype=np.float64).reshape(pixels.shape) / 255
 
 
 # ----------------------------------------------------------- Real-ESRGAN degradation

@@ -10,7 +10,7 @@ without TensorFlow.
 
 Where: `data_dir` argument, else `$EFFCOMP_DATA_DIR`, else `~/tensorflow_datasets`;
 each dataset lives in `<data_dir>/effcomp_<name>/<version>/`. Manual datasets (cifar10,
-imagenet, wikitext2, wikitext103, the SR sets) read their files from `manual_dir`, default
+imagenet, wikitext2, wikitext103, the SR sets, GenImage) read their files from `manual_dir`, default
 `<data_dir>/downloads/manual`.
 
 Building holds an exclusive `fcntl.flock` on `<data_dir>/.effcomp_<name>.lock`, so the
@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from effcomp.data import cifar10
 from effcomp.data import digits
+from effcomp.data import genimage
 from effcomp.data import imagenet
 from effcomp.data import photos
 from effcomp.data import python_docs
@@ -46,6 +47,8 @@ DATASETS: dict[str, tuple[Type[tfds.core.GeneratorBasedBuilder], tuple[str, ...]
     # Super-resolution (manual_dir): div2k, flickr2k, set5, set14, b100, urban100,
     # manga109, realsr (its default ×4 config).
     **sr.SR_DATASETS,
+    # GenImage (manual_dir), one per generator: genimage_sd14, genimage_midjourney, …
+    **genimage.GENIMAGE_DATASETS,
 }
 DATA_DIR_ENV = "EFFCOMP_DATA_DIR"
 FILE_FORMAT = "array_record"

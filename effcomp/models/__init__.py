@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from effcomp.registry import MODELS
-from effcomp.models import bnn, cnn, dit, lm, mlp, sr, vae, vq  # noqa: F401  (registration)
+from effcomp.models import bnn, cnn, detect, dit, lm, mlp, sr, vae, vq  # noqa: F401  (registration)
 
 
 def build(name: str, **kwargs: Any):

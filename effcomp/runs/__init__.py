@@ -9,7 +9,8 @@ the floors below work on arrays, modules and `Task`s (docs/architecture.md).
 and the acts on an opened run, one module each: `sample` (text, class grids), `upscale`
 (SR runs), `export` (bit-packed binary networks), `quantize` (PTQ of LM runs), `convert`
 (weights from other frameworks written as runs), `reconstruction` (autoencoder runs' PSNR,
-SSIM and multiply-adds side by side).
+SSIM and multiply-adds side by side), `genimage` (mini-GenImage folders of a generator's
+samples beside real images).
 """
 
 from effcomp.runs import encoders  # noqa: F401  (registers FEATURE_ENCODERS, DEGRADATION_SCORERS)

@@ -82,29 +82,42 @@ def ar_images(run: Run, labels, rng: jax.Array, context=None, **options) -> tupl
   return np.asarray(diffusion.to_uint8(context[1].decode(codes))), steps
 
 
-def class_grid(run: Run, output: str, *, num_samples: int = 8, guidance_scale: float = 1.0,
-               sampler: Optional[str] = None, steps="250", seed: int = 0,
-               **ar_options) -> str:
-  """Writes a PNG grid of the run's samples to `output`, one row per class and
-  `num_samples` per row; returns `output`. Diffusion runs: decoded by the autoencoder in
-  latent mode; sampler None picks the run's default ('ddpm', or 'euler' for a flow model);
-  steps a count or a respacing such as 'ddim25' (`effcomp.diffusion.samplers`). `ar_image`
-  runs: `ar_images` with `ar_options` (temperature, top_k, top_p, vf_source)."""
+def class_count(run: Run, context=None) -> int:
+  """Classes of a class-conditional image run (`diffusion` or `ar_image`)."""
   if run.task == "ar_image":
-    context = ar_context(run)
-    count = ar_image.class_count(context[0], context[2])
-    images, _ = ar_images(run, np.repeat(np.arange(count), num_samples), jax.random.key(seed),
-                          guidance_scale=guidance_scale, context=context, **ar_options)
-    return _save_grid(images, count, output)
+    context = context or ar_context(run)
+    return ar_image.class_count(context[0], context[2])
+  return run.model.num_classes
+
+
+def class_images(run: Run, labels, *, guidance_scale: float = 1.0,
+                 sampler: Optional[str] = None, steps="250", seed: int = 0, context=None,
+                 **ar_options) -> np.ndarray:
+  """uint8 samples [B, H, W, C] of `labels` from a class-conditional image run. Diffusion
+  runs: decoded by the autoencoder in latent mode; sampler None picks the run's default
+  ('ddpm', or 'euler' for a flow model); steps a count or a respacing such as 'ddim25'
+  (`effcomp.diffusion.samplers`). `ar_image` runs: `ar_images` with `ar_options`
+  (temperature, top_k, top_p, vf_source) and `context` (`ar_context(run)`)."""
+  if run.task == "ar_image":
+    return ar_images(run, labels, jax.random.key(seed), guidance_scale=guidance_scale,
+                     context=context, **ar_options)[0]
   autoencoder = run.teacher() if run.config.teacher.workdir else None
-  labels = jnp.repeat(jnp.arange(run.model.num_classes), num_samples)
   steps = int(steps) if str(steps).isdigit() else steps
-  images = diffusion.sample_images(
-      run.model, run.params, labels, jax.random.key(seed), config=run.config, sampler=sampler,
-      steps=steps, guidance_scale=guidance_scale,
+  return np.asarray(diffusion.sample_images(
+      run.model, run.params, jnp.asarray(labels), jax.random.key(seed), config=run.config,
+      sampler=sampler, steps=steps, guidance_scale=guidance_scale,
       autoencoder=autoencoder.model if autoencoder else None,
-      autoencoder_variables=autoencoder.variables if autoencoder else None)
-  return _save_grid(np.asarray(images), run.model.num_classes, output)
+      autoencoder_variables=autoencoder.variables if autoencoder else None))
+
+
+def class_grid(run: Run, output: str, *, num_samples: int = 8, **options) -> str:
+  """Writes a PNG grid of the run's samples to `output`, one row per class and
+  `num_samples` per row (`class_images` with `options`); returns `output`."""
+  context = ar_context(run) if run.task == "ar_image" else None
+  count = class_count(run, context)
+  images = class_images(run, np.repeat(np.arange(count), num_samples), context=context,
+                        **options)
+  return _save_grid(images, count, output)
 
 
 def _save_grid(images: np.ndarray, rows: int, output: str) -> str:

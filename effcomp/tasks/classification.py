@@ -4,6 +4,8 @@ teacher for knowledge distillation), accuracy and loss as eval metrics.
 Models whose `__call__` takes `progress` receive step / train.steps ∈ [0, 1] (binary
 layers anneal their estimators with it). `task.resize > 0` resizes images on the device
 (bilinear), e.g. 8×8 digits to the 16×16/32×32 inputs CIFAR networks expect.
+`task.augment`: 'flip_crop' (CIFAR's flip and padded crop) or 'cnnspot' (CNNSpot's blur
+and JPEG, then a flip: AI-generated-image detectors, `effcomp.data.genimage`).
 `task.mean` / `task.std` (per channel, on [0, 1] images) normalize as reference codes do
 (torchvision `Normalize`; the official AdaBin code uses ImageNet's statistics for CIFAR-10
 too), so converted official checkpoints see their inputs. `task.image_size > 0` crops
@@ -32,12 +34,12 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
-from effcomp.data import crops, sources
+from effcomp.data import crops, genimage, sources
 from effcomp.data.image_inputs import model_inputs
 from effcomp.registry import MODEL_INPUTS, TASKS
 from effcomp.tasks.base import Task, task_config
 
-AUGMENTATIONS = ("none", "flip_crop")
+AUGMENTATIONS = ("none", "flip_crop", "cnnspot")
 
 
 @flax.struct.dataclass
@@ -59,6 +61,16 @@ def flip_crop(batch, rng: np.random.Generator, pad: int = 4):
   cols = xs[:, None] + np.arange(w)[None]  # [N, W]
   cropped = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
   return {**batch, "image": cropped}
+
+
+def cnnspot_flip(batch, rng: np.random.Generator):
+  """CNNSpot's training augmentation (`genimage.cnnspot_augment`: blur and JPEG, each with
+  probability 0.5) per image, then a random horizontal flip (its recipe at a fixed input
+  size; its 256 → 224 random crop is left to `image_size`)."""
+  images = np.stack([genimage.cnnspot_augment(np.asarray(image), rng)
+                     for image in batch["image"]])
+  flip = rng.random(len(images)) < 0.5
+  return {**batch, "image": np.where(flip[:, None, None, None], images[:, :, ::-1], images)}
 
 
 def distillation_loss(student_logits, teacher_logits, temperature: float):
@@ -147,9 +159,10 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     return labelled(image, example, zlib.crc32(image.tobytes()) % 4)
 
   return Task(
-      model=model, init_fn=init_fn_for(model), loss_fn=loss_fn, eval_fn=eval_fn, eval_metrics=EvalMetrics,
+      model=model, init_fn=init_fn_for(model), loss_fn=loss_fn, eval_fn=eval_fn,
+      eval_metrics=EvalMetrics,
       train_source=train_source, eval_source=eval_source,
-      train_transform=flip_crop if c.augment == "flip_crop" else None,
+      train_transform={"flip_crop": flip_crop, "cnnspot": cnnspot_flip}.get(c.augment),
       train_example_transform=train_crop if c.image_size else None,
       eval_example_transform=eval_crop if c.image_size else None,
       summary_metric="accuracy",

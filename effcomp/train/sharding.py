@@ -135,8 +135,12 @@ def num_batch_shards(mesh: Mesh) -> int:
 
 
 def global_batch(local_batch: Any, mesh: Mesh) -> Any:
-  """Assembles each process's host batch into one globally sharded `jax.Array`."""
+  """Assembles each process's host batch into one globally sharded `jax.Array`. Fields of
+  a dict batch that hold text or Python objects (a dataset's `file_name`) stay on the host:
+  they are left out."""
   sharding = batch_sharding(mesh)
+  if isinstance(local_batch, dict):
+    local_batch = {k: v for k, v in local_batch.items() if np.asarray(v).dtype.kind not in "SUO"}
 
   def to_global(x):
     x = np.asarray(x)
