@@ -1,6 +1,7 @@
 """GenImage's degraded-image task and CNNSpot's augmentation against their definitions."""
 
 import io
+import json
 import math
 
 import jax
@@ -13,8 +14,9 @@ from configs.genimage_detect import DETECTORS
 from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.data import degradations, genimage
+from effcomp.runs import detection
 from effcomp.tasks import classification
-from tests.conftest import train_losses_on_one_and_eight_devices
+from tests.conftest import run_python, train_losses_on_one_and_eight_devices
 
 
 def _photo(side=224, channels=3):
@@ -150,6 +152,29 @@ def test_cnnspot_trains_on_a_mini_genimage_tree(mini_root, tmp_path):
   assert config.task.augment == "cnnspot"
   summary = runs.train(config, str(tmp_path / "run"))
   assert 0.0 <= summary["eval"]["accuracy"] <= 1.0 and np.isfinite(summary["eval"]["loss"])
+  # The evaluation of experiments/evaluate_detection.py: its accuracy is the task's.
+  run = runs.open(str(tmp_path / "run"))
+  probs, labels = detection.scores(run, "genimage_mini_ar")
+  assert probs.shape == labels.shape == (32,) and np.all((probs >= 0) & (probs <= 1))
+  rows = detection.evaluate(run, ["genimage_mini_ar"], degradations=True)
+  assert len(rows) == 1 + len(genimage.DEGRADATIONS)
+  assert rows["genimage_mini_ar"]["accuracy"] == pytest.approx(summary["eval"]["accuracy"])
+  assert 0 <= rows["genimage_mini_ar | JPEG (q=30)"]["auc"] <= 1
+  out = tmp_path / "eval"
+  run_python(["experiments/evaluate_detection.py", f"--workdir={out}",
+              f"--detector=ar={tmp_path / 'run'}", "--test=genimage_mini_ar"])
+  written = json.loads((out / "detection.json").read_text())["results"]["ar"]
+  assert written["genimage_mini_ar"] == pytest.approx(rows["genimage_mini_ar"])
+  assert Image.open(out / "cross_generator_accuracy.png").size[0] > 0
+
+
+def test_detection_summary_against_hand_computed_values():
+  probs, labels = np.array([0.9, 0.2, 0.6, 0.4]), np.array([1, 0, 0, 1])
+  # Accuracy at 0.5: 0.9 ✓, 0.2 ✓, 0.6 ✗, 0.4 ✗. AUC: of the 4 (ai, nature) pairs 3 are
+  # ordered. AP: recall 0.5 at precision 1 (0.9), recall 1 at precision 2/3 (0.4).
+  got = detection.summarize(probs, labels)
+  assert got == pytest.approx({"accuracy": 0.5, "auc": 0.75, "ap": 0.5 + 0.5 * 2 / 3})
+  assert np.isnan(detection.summarize(probs, np.ones(4, int))["auc"])
 
 
 @pytest.mark.slow
