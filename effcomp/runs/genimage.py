@@ -59,7 +59,7 @@ def write_generator(run: Run, kind: str, root: str, *, num_train: int, num_val: 
   out = os.path.join(root, genimage.GENERATORS[f"mini_{kind}"][0])
   if os.path.exists(out):
     raise FileExistsError(f"{out} exists: choose another root (nothing is overwritten)")
-  context = sample.ar_context(run) if run.task == "ar_image" else None
+  context = sample.sampling_context(run)
   d = run.config.data
   rng = np.random.default_rng(seed)
   written = 0

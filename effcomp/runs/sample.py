@@ -82,6 +82,14 @@ def ar_images(run: Run, labels, rng: jax.Array, context=None, **options) -> tupl
   return np.asarray(diffusion.to_uint8(context[1].decode(codes))), steps
 
 
+def sampling_context(run: Run):
+  """What sampling a class-conditional image run needs opened once: `ar_context(run)` for
+  an `ar_image` run, the frozen autoencoder run of a latent diffusion run, else None."""
+  if run.task == "ar_image":
+    return ar_context(run)
+  return run.teacher() if run.config.teacher.workdir else None
+
+
 def class_count(run: Run, context=None) -> int:
   """Classes of a class-conditional image run (`diffusion` or `ar_image`)."""
   if run.task == "ar_image":
@@ -97,11 +105,11 @@ def class_images(run: Run, labels, *, guidance_scale: float = 1.0,
   runs: decoded by the autoencoder in latent mode; sampler None picks the run's default
   ('ddpm', or 'euler' for a flow model); steps a count or a respacing such as 'ddim25'
   (`effcomp.diffusion.samplers`). `ar_image` runs: `ar_images` with `ar_options`
-  (temperature, top_k, top_p, vf_source) and `context` (`ar_context(run)`)."""
+  (temperature, top_k, top_p, vf_source). `context`: `sampling_context(run)`, when at hand."""
   if run.task == "ar_image":
     return ar_images(run, labels, jax.random.key(seed), guidance_scale=guidance_scale,
                      context=context, **ar_options)[0]
-  autoencoder = run.teacher() if run.config.teacher.workdir else None
+  autoencoder = context if context is not None else sampling_context(run)
   steps = int(steps) if str(steps).isdigit() else steps
   return np.asarray(diffusion.sample_images(
       run.model, run.params, jnp.asarray(labels), jax.random.key(seed), config=run.config,
@@ -113,7 +121,7 @@ def class_images(run: Run, labels, *, guidance_scale: float = 1.0,
 def class_grid(run: Run, output: str, *, num_samples: int = 8, **options) -> str:
   """Writes a PNG grid of the run's samples to `output`, one row per class and
   `num_samples` per row (`class_images` with `options`); returns `output`."""
-  context = ar_context(run) if run.task == "ar_image" else None
+  context = sampling_context(run)
   count = class_count(run, context)
   images = class_images(run, np.repeat(np.arange(count), num_samples), context=context,
                         **options)
