@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from effcomp import cli  # noqa: E402
 from effcomp import config as config_lib  # noqa: E402
 from effcomp import runs  # noqa: E402
 from effcomp.data import genimage  # noqa: E402
@@ -89,11 +90,10 @@ def train_detector(detector, kind, root):
 
 def main(argv):
   del argv
-  generators = [g.split("=", 1) for g in FLAGS.generators]
+  generators = cli.named_pairs("generators", FLAGS.generators, "<kind>=<run workdir>")
   unknown = sorted(set(FLAGS.detectors) - set(NAMES))
-  if unknown or any(len(g) != 2 for g in generators):
-    raise ValueError(f"--detectors: unknown {unknown}, or --generators={FLAGS.generators} "
-                     "not <kind>=<workdir>")
+  if unknown:
+    raise ValueError(f"--detectors: unknown {unknown}; expected some of {sorted(NAMES)}")
   t_start = time.time()
   root = os.path.join(FLAGS.runs_dir, "mini")
   shutil.rmtree(os.path.join(FLAGS.runs_dir, "data"), ignore_errors=True)  # built from root

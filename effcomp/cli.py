@@ -15,6 +15,7 @@ TPU pod or under SLURM, where `jax.distributed.initialize()` finds its peers its
 import json
 import os
 import sys
+from typing import List, Sequence, Tuple
 
 import jax
 from absl import app, flags, logging
@@ -53,6 +54,15 @@ def _one_line(error: BaseException) -> str:
     if cause not in first:
       first = f"{first.rstrip(':')}: {cause}"
   return first
+
+
+def named_pairs(flag: str, values: Sequence[str], meaning: str) -> List[Tuple[str, str]]:
+  """[(name, value)] of repeated `--flag=<name>=<value>` arguments; a ValueError naming
+  `flag` and `meaning` ('<kind>=<run workdir>') when there are none or one is malformed."""
+  pairs = [tuple(v.split("=", 1)) for v in values]
+  if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
+    raise ValueError(f"--{flag}={list(values)}: expected one or more {meaning}")
+  return pairs
 
 
 def fail(kind: str, error: BaseException, code: int):

@@ -42,10 +42,12 @@ FLAGS = flags.FLAGS
 def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  pairs = [d.split("=", 1) for d in FLAGS.detector]
-  if not pairs or any(len(p) != 2 or not all(p) for p in pairs) or not FLAGS.test:
-    cli.fail("error", ValueError(f"--detector={FLAGS.detector}, --test={FLAGS.test}: expected "
-                                 "one or more <train generator>=<run workdir> and test sets"), 2)
+  try:
+    pairs = cli.named_pairs("detector", FLAGS.detector, "<train generator>=<run workdir>")
+  except ValueError as e:
+    cli.fail("error", e, 2)
+  if not FLAGS.test:
+    cli.fail("error", ValueError("--test: expected one or more test sets (genimage_<key>)"), 2)
 
   def body():
     os.makedirs(FLAGS.workdir, exist_ok=True)

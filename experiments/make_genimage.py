@@ -43,10 +43,10 @@ FLAGS = flags.FLAGS
 def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  pairs = [g.split("=", 1) for g in FLAGS.generator]
-  if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
-    cli.fail("error", ValueError(f"--generator={FLAGS.generator}: expected one or more "
-                                 "<kind>=<run workdir>"), 2)
+  try:
+    pairs = cli.named_pairs("generator", FLAGS.generator, "<kind>=<run workdir>")
+  except ValueError as e:
+    cli.fail("error", e, 2)
 
   def body():
     for kind, workdir in pairs:

@@ -1,6 +1,7 @@
 """TAD-SR's high-frequency score distillation on a Gaussian toy with a known answer, and the
 hinge GAN losses against hand-computed values."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,18 +81,23 @@ def test_hinge_losses_match_hand_computed_values():
 def test_hinge_gan_terms_move_each_network_by_its_own_loss():
   real, fake = jnp.array([[0.4, 2.0]]), jnp.array([[1.0, -0.4]])
 
-  def judge(p, x, stats):  # a linear "discriminator" counting its calls in its stats
-    return p * x, stats + 1
+  class Linear(nn.Module):  # a linear "discriminator" counting its calls in its stats
+    @nn.compact
+    def __call__(self, x, train):
+      calls = self.variable("batch_stats", "calls", jnp.zeros, (), jnp.int32)
+      if train:
+        calls.value += 1
+      return self.param("w", nn.initializers.ones, ()) * x
 
   def terms(p, fake):
-    return adversarial.hinge_gan_terms(judge, p, 0, real, fake)
+    return adversarial.hinge_gan_terms(Linear(), {"w": p}, {"calls": jnp.int32(0)}, real, fake)
 
   gen, disc, stats, logits = terms(2.0, fake)
   # D(real) = [0.8, 4], D(fake) = [2, −0.8]: gen −mean[2, −0.8] = −0.6; disc mean relu(1 −
   # [0.8, 4]) + mean relu(1 + [2, −0.8]) = 0.1 + 1.6.
   np.testing.assert_allclose(gen, [-0.6], rtol=1e-6)
   np.testing.assert_allclose(disc, [1.7], rtol=1e-6)
-  assert int(stats) == 2  # the discriminator's two calls; the generator's call leaves none
+  assert int(stats["calls"]) == 2  # the discriminator's two calls; the generator's leaves none
   np.testing.assert_allclose([logits["d_real"], logits["d_fake"]], [2.4, 0.6], rtol=1e-6)
   # The generator's loss reaches the fake images only, the discriminator's its parameters only.
   assert float(jax.grad(lambda p: terms(p, fake)[0][0])(2.0)) == 0.0

@@ -67,7 +67,7 @@ def module_names(path: Path) -> Optional[Tuple[str, Layout]]:
 class Report:
   """What a conversion left out: official tensors no leaf read (e.g. buffers such as
   `num_batches_tracked`, or modules the official forward never calls), and effcomp leaves
-  no tensor filled (`from_state_dict(..., fill_missing=True)` keeps the template's)."""
+  no tensor filled (`from_state_dict(..., fill_missing=…)` keeps the template's)."""
   unused: Tuple[str, ...]
   unfilled: Tuple[str, ...]
 
@@ -131,21 +131,28 @@ def leaves(template: Any) -> Dict[Path, Tuple[int, ...]]:
 
 
 def from_state_dict(tensors: Mapping[str, np.ndarray], template: Any, name_map: NameMap, *,
-                    fill_missing: bool = False) -> Tuple[Dict[str, Any], Report]:
+                    fill_missing: bool | Callable[[Path], bool] = False
+                    ) -> Tuple[Dict[str, Any], Report]:
   """Variables shaped like `template` from the official `tensors`, and what was left out.
+
+  `fill_missing`: True, or a predicate on a leaf's path, for leaves no tensor fills that
+  keep the template's values (then `template` holds initialized variables, not shapes).
 
   Raises:
     ValueError: a tensor's shape (after its layout) differs from its leaf's, naming every
-      such tensor; or, unless `fill_missing`, effcomp leaves that no tensor fills (missing
-      keys or leaves without a counterpart), naming them.
+      such tensor; or effcomp leaves that no tensor fills (missing keys or leaves without a
+      counterpart) and `fill_missing` does not cover, naming them.
   """
   shapes = leaves(template)
   flat_template = flax.traverse_util.flatten_dict(nn.unbox(template))
-  out, used, unfilled, misshapen = {}, set(), [], []
+  keep = fill_missing if callable(fill_missing) else lambda path: fill_missing
+  out, used, unfilled, misshapen, missing = {}, set(), [], [], []
   for path, shape in shapes.items():
     entry = name_map(path)
     if entry is None or entry[0] not in tensors:
       unfilled.append("/".join(path) + ("" if entry is None else f" (key {entry[0]})"))
+      if not keep(path):
+        missing.append(unfilled[-1])
       continue
     key, layout = entry
     array = np.asarray(layout.to_effcomp(np.asarray(tensors[key], np.float32)), np.float32)
@@ -157,13 +164,13 @@ def from_state_dict(tensors: Mapping[str, np.ndarray], template: Any, name_map: 
     out[path] = array
   if misshapen:
     raise ValueError("checkpoint does not fit the model: wrong shape " + "; ".join(misshapen))
-  if unfilled and not fill_missing:
-    raise ValueError(f"checkpoint does not fit the model: no tensor for {len(unfilled)} "
-                     f"leaves: {', '.join(unfilled)}")
+  if missing:
+    raise ValueError(f"checkpoint does not fit the model: no tensor for {len(missing)} "
+                     f"leaves: {', '.join(missing)}")
   for path in shapes:
     if path not in out:
       if isinstance(flat_template[path], jax.ShapeDtypeStruct):
-        raise ValueError("fill_missing=True keeps the template's values: pass initialized "
+        raise ValueError("fill_missing keeps the template's values: pass initialized "
                          f"variables, not shapes ({'/'.join(path)} has no tensor)")
       out[path] = np.asarray(flat_template[path], np.float32)
   report = Report(tuple(sorted(set(tensors) - used)), tuple(unfilled))

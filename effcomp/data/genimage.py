@@ -202,10 +202,23 @@ def degrade(image: np.ndarray, name: str) -> np.ndarray:
     out = np.asarray(pil.resize(small, Image.BICUBIC).resize((w, h), Image.BICUBIC))
     return out.reshape(image.shape)
   if kind == "jpeg":
-    out = degradations.jpeg_compress(image / 255.0, level)
-  else:
-    out = degradations.gaussian_blur(image / 255.0, level * scale)
-  return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
+    return _jpeg(image, level)
+  return _blur(image, level * scale)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+  """[0, 1] floats → uint8, rounded."""
+  return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+  """uint8 → PIL's JPEG at `quality` → uint8 (`degradations.jpeg_compress`)."""
+  return _to_uint8(degradations.jpeg_compress(image / 255.0, quality))
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+  """uint8 → Gaussian blur of std `sigma` pixels → uint8 (`degradations.gaussian_blur`)."""
+  return _to_uint8(degradations.gaussian_blur(image / 255.0, sigma))
 
 
 def cnnspot_augment(image: np.ndarray, rng: np.random.Generator, *, blur_prob: float = 0.5,
@@ -222,8 +235,7 @@ def cnnspot_augment(image: np.ndarray, rng: np.random.Generator, *, blur_prob: f
   if rng.random() < blur_prob:
     sigma = rng.uniform(*blur_sigma)
     if sigma > 0:
-      out = np.clip(np.round(degradations.gaussian_blur(out / 255.0, sigma) * 255), 0, 255)
+      out = _blur(out, sigma)
   if rng.random() < jpeg_prob:
-    quality = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1))
-    out = np.round(degradations.jpeg_compress(np.asarray(out) / 255.0, quality) * 255)
-  return np.asarray(out).astype(np.uint8)
+    out = _jpeg(out, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
+  return out

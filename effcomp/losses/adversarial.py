@@ -6,7 +6,7 @@ distillation GANs: the discriminator minimizes mean(relu(1 − D(real))) + mean(
 D(fake))); the generator minimizes −mean(D(fake)).
 """
 
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +30,15 @@ def hinge_generator_loss(fake_logits: jax.Array) -> jax.Array:
   return -_per_example_mean(fake_logits)
 
 
-def hinge_gan_terms(judge: Callable[[Any, jax.Array, Any], Tuple[jax.Array, Any]],
-                    disc_params: Any, stats: Any, real: jax.Array, fake: jax.Array
+def hinge_gan_terms(discriminator: Any, disc_params: Any, stats: Any, real: jax.Array,
+                    fake: jax.Array, *args: Any
                     ) -> Tuple[jax.Array, jax.Array, Any, Dict[str, jax.Array]]:
   """Both players' hinge losses [B] from one loss, for one optimizer over both networks.
 
-  `judge(params, images, stats) -> (logits, new stats)` runs the discriminator in training
-  mode (its normalization statistics in `stats`). The generator's loss sees the
+  The flax `discriminator` runs in training mode, `apply({'params', 'batch_stats': stats},
+  images, *args, train=True)`, its normalization statistics (`stats`) updated by each call;
+  `args` follow the images (e.g. the timesteps of a time-aware discriminator). The
+  generator's loss sees the
   discriminator's parameters through `stop_gradient` and the discriminator's sees `real` and
   `fake` through it, so the sum of the two moves each network by its own loss only, as two
   optimizers stepping in turn would (the generator's step judges `fake` first, then the
@@ -45,6 +47,11 @@ def hinge_gan_terms(judge: Callable[[Any, jax.Array, Any], Tuple[jax.Array, Any]
   Returns (generator loss, discriminator loss, the statistics after the discriminator's
   calls, {'d_real', 'd_fake'}: its mean logits).
   """
+  def judge(params, images, stats):
+    logits, new = discriminator.apply({"params": params, "batch_stats": stats}, images, *args,
+                                      train=True, mutable=["batch_stats"])
+    return logits, new["batch_stats"]
+
   fake_g, _ = judge(jax.lax.stop_gradient(disc_params), fake, stats)
   real_d, stats = judge(disc_params, jax.lax.stop_gradient(real), stats)
   fake_d, stats = judge(disc_params, jax.lax.stop_gradient(fake), stats)

@@ -63,7 +63,7 @@ def write_generator(run: Run, kind: str, root: str, *, num_train: int, num_val: 
   d = run.config.data
   rng = np.random.default_rng(seed)
   written = 0
-  for folder, field, count in ((f, a, n) for (f, a), n in zip(SPLITS, (num_train, num_val))):
+  for (folder, field), count in zip(SPLITS, (num_train, num_val)):
     split = d[field]
     source = sources.get_source(d.name, split, data_dir=d.data_dir, manual_dir=d.manual_dir)
     if len(source) < count:

@@ -48,13 +48,17 @@ class EvalMetrics(clu_metrics.Collection):
   accuracy: clu_metrics.Accuracy
 
 
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Each image of [N, H, W, C] flipped horizontally with probability 0.5."""
+  flip = rng.random(len(images)) < 0.5
+  return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
 def flip_crop(batch, rng: np.random.Generator, pad: int = 4):
   """Per-example random horizontal flip and a random crop after zero-padding by `pad`
   (the CIFAR recipe of He et al. 2016), vectorized over `batch['image']` [N, H, W, C]."""
-  images = batch["image"]
+  images = random_flip(batch["image"], rng)
   n, h, w = images.shape[:3]
-  flip = rng.random(n) < 0.5
-  images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   ys, xs = rng.integers(0, 2 * pad + 1, size=(2, n))
   rows = ys[:, None] + np.arange(h)[None]  # [N, H]
@@ -69,8 +73,7 @@ def cnnspot_flip(batch, rng: np.random.Generator):
   size; its 256 → 224 random crop is left to `image_size`)."""
   images = np.stack([genimage.cnnspot_augment(np.asarray(image), rng)
                      for image in batch["image"]])
-  flip = rng.random(len(images)) < 0.5
-  return {**batch, "image": np.where(flip[:, None, None, None], images[:, :, ::-1], images)}
+  return {**batch, "image": random_flip(images, rng)}
 
 
 def distillation_loss(student_logits, teacher_logits, temperature: float):

@@ -350,15 +350,8 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
       n = noise_like(keys[5], out)
       real = teacher_features(teacher_variables, hr, y, t, n)
       fake = teacher_features(teacher_variables, out, y, t, n)
-      stats = model_state["batch_stats"][DISCRIMINATOR]
-
-      def judge(p, features, stats):
-        logits, new = disc.apply({"params": p, "batch_stats": stats}, features, t, train=True,
-                                 mutable=["batch_stats"])
-        return logits, new["batch_stats"]
-
-      gen, terms["disc"], stats, logits = adversarial.hinge_gan_terms(judge, disc_params, stats,
-                                                                      real, fake)
+      gen, terms["disc"], stats, logits = adversarial.hinge_gan_terms(
+          disc, disc_params, model_state["batch_stats"][DISCRIMINATOR], real, fake, t)
       terms["gan"] = c.gan_weight * gen
       metrics.update(logits)
       model_state = {**model_state, "batch_stats": {DISCRIMINATOR: stats}}

@@ -171,11 +171,6 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     rgb = lambda y: jnp.repeat(y, 3, axis=-1) if y.shape[-1] == 1 else y
     return semantic.ess_loss(encoder(rgb(recon)), encoder(rgb(x)))
 
-  def judge(p, x, stats):
-    logits, new = disc.apply({"params": p, "batch_stats": stats}, x, train=True,
-                             mutable=["batch_stats"])
-    return logits, new["batch_stats"]
-
   def loss_fn(params, model_state, batch, rng, teacher_variables, step):
     del rng, teacher_variables
     x = images(batch)
@@ -189,7 +184,7 @@ def build(config: ml_collections.ConfigDict, model, train_source, eval_source,
     model_state = dict(model_state)
     if disc is not None:
       gen, d_loss, stats, logits = adversarial.hinge_gan_terms(
-          judge, disc_params, model_state["batch_stats"][DISCRIMINATOR], x, recon)
+          disc, disc_params, model_state["batch_stats"][DISCRIMINATOR], x, recon)
       terms.update(gan=jnp.mean(gen), disc=0.5 * jnp.mean(d_loss), **logits)
       weight = jnp.where(step >= c.disc_start, c.gan_weight, 0.0)  # LlamaGen's adopt_weight
       terms["gan_weight"] = weight

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effcomp.models.detect.resnet import RESNET18, ResNetBackbone, batch_norm, conv
+from effcomp.models.detect.resnet import RESNET18, RESNET50_LITE, ResNetBackbone, batch_norm, conv
 from effcomp.nn.dense import dense
 from effcomp.registry import MODELS
 
@@ -119,5 +119,4 @@ class GramNet(nn.Module):
 GRAMNET = dict(RESNET18, gram_channels=32, gram_hidden=16, head_hidden=512)
 # CPU size for 32×32 images: a one-block-per-stage bottleneck backbone of base width 16
 # (`resnet.RESNET50_LITE`) and narrower Gram blocks and head.
-GRAMNET_LITE = dict(stage_sizes=(1, 1, 1, 1), width=16, block="bottleneck", small_input=True,
-                    gram_channels=16, gram_hidden=8, head_hidden=128)
+GRAMNET_LITE = dict(RESNET50_LITE, gram_channels=16, gram_hidden=8, head_hidden=128)
