@@ -42,14 +42,11 @@ FLAGS = flags.FLAGS
 def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  try:
-    pairs = cli.named_pairs("detector", FLAGS.detector, "<train generator>=<run workdir>")
-  except ValueError as e:
-    cli.fail("error", e, 2)
-  if not FLAGS.test:
-    cli.fail("error", ValueError("--test: expected one or more test sets (genimage_<key>)"), 2)
 
   def body():
+    pairs = cli.named_pairs("detector", FLAGS.detector, "<train generator>=<run workdir>")
+    if not FLAGS.test:
+      raise ValueError("--test: expected one or more test sets (genimage_<key>)")
     os.makedirs(FLAGS.workdir, exist_ok=True)
     results = {name: detection.evaluate(runs.open(workdir), FLAGS.test,
                                         degradations=FLAGS.degradations)

@@ -43,13 +43,9 @@ FLAGS = flags.FLAGS
 def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail("error", ValueError(f"unexpected arguments {argv[1:]}"), 2)
-  try:
-    pairs = cli.named_pairs("generator", FLAGS.generator, "<kind>=<run workdir>")
-  except ValueError as e:
-    cli.fail("error", e, 2)
 
   def body():
-    for kind, workdir in pairs:
+    for kind, workdir in cli.named_pairs("generator", FLAGS.generator, "<kind>=<run workdir>"):
       run = runs.open(workdir)
       options = {"temperature": FLAGS.temperature} if run.task == "ar_image" else {}
       provenance = genimage.write_generator(
