@@ -7,8 +7,11 @@ Detectors (`effcomp/models/detect/`), as GenImage benchmarks them:
   f3net    — F3Net's FAD + LFS streams ('Both'; small CNN streams, not the official
              Xception, at both sizes: no Xception in effcomp)
   gramnet  — GramNet: ResNet-18 with Gram blocks (paper, its official size) / lite (cpu)
-Inputs normalized as each official code does: ImageNet mean/std (torchvision) for resnet,
-cnnspot and gramnet; [0, 1] for spec (its spectrum rescales itself); [−1, 1] for f3net.
+  deit     — DeiT-S (paper) / a 4-layer ViT of width 96 on 4×4 patches (cpu)
+  swin     — Swin-T (paper) / a two-stage Swin of width 48 on 2×2 patches, windows of 4 (cpu)
+Inputs normalized as each official code does: ImageNet mean/std (torchvision, timm) for
+resnet, cnnspot, gramnet, deit and swin; [0, 1] for spec (its spectrum rescales itself);
+[−1, 1] for f3net.
 
 CPU size, on a mini-GenImage generator (`experiments/make_genimage.py` writes them):
 
@@ -30,7 +33,10 @@ on 2 GPUs for up to 200 epochs; CNNSpot's own recipe is Adam 1e-4 until its vali
 accuracy stops improving). Expected cost (an estimate, not measured here): ResNet-50 is
 4.1 GMACs per 224² image, a training step ≈ 3 × 2 × 4.1e9 = 2.5e10 FLOPs per image; 40 epochs
 × 324K ≈ 1.3e7 images ≈ 3.2e17 FLOPs, a few minutes of compute on 8 H100s and in practice
-bound by decoding the images (≈ 1–2 h at 3000 images/s per host).
+bound by decoding the images (≈ 1–2 h at 3000 images/s per host). The transformers train
+with DeiT's recipe instead (AdamW, lr 5e-4 · batch / 512, weight decay 0.05, 5 warm-up
+epochs, cosine; at CPU size AdamW 1e-3 with weight decay 0.05 and 10 % warm-up): DeiT-S is
+4.6 GMACs and Swin-T 4.5 GMACs per 224² image, about ResNet-50's cost.
 
 Arguments: detector, generator (a `effcomp.data.genimage.GENERATORS` key: sd14, …, or
 mini_<kind>), size (cpu | paper), steps, seed.
@@ -38,7 +44,7 @@ mini_<kind>), size (cpu | paper), steps, seed.
 
 from effcomp import config as config_lib
 from effcomp.data import genimage
-from effcomp.models.detect import gramnet, resnet, spectrum
+from effcomp.models.detect import gramnet, resnet, spectrum, swin, vit
 from effcomp.tasks import classification
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -54,7 +60,12 @@ DETECTORS = {
               (0.5,) * 3, (0.5,) * 3, "none"),
     "gramnet": ("gramnet", {"cpu": gramnet.GRAMNET_LITE, "paper": gramnet.GRAMNET},
                 IMAGENET_MEAN, IMAGENET_STD, "none"),
+    "deit": ("deit", {"cpu": vit.DEIT_LITE, "paper": vit.DEIT_S}, IMAGENET_MEAN, IMAGENET_STD,
+             "none"),
+    "swin": ("swin", {"cpu": swin.SWIN_LITE, "paper": swin.SWIN_T}, IMAGENET_MEAN,
+             IMAGENET_STD, "none"),
 }
+TRANSFORMERS = ("deit", "swin")  # trained with DeiT's AdamW recipe
 
 
 def get_config(arg=None):
@@ -83,10 +94,16 @@ def get_config(arg=None):
   config.train.log_every = 100 if paper else 50
   config.train.eval_every = config.checkpoint.every_steps = 5000 if paper else steps
   if paper:
+    config.data.num_workers = 8
+  if a.detector in TRANSFORMERS:
+    config.optimizer.name, config.optimizer.weight_decay = "adamw", 0.05
+    config.optimizer.lr = 5e-4 * config.train.batch_size / 512 if paper else 1e-3
+    # SD 1.4's ≈ 324K training images are ≈ 1266 steps of 256.
+    config.optimizer.warmup_steps = 5 * 1266 if paper else steps // 10
+  elif paper:
     config.optimizer.name, config.optimizer.lr, config.optimizer.momentum = "sgd", 0.05, 0.9
     config.optimizer.nesterov = True
     config.optimizer.weight_decay = 1e-4
-    config.data.num_workers = 8
   else:
     config.optimizer.name, config.optimizer.lr = "adam", 1e-3
   config.optimizer.schedule = "cosine"

@@ -8,8 +8,12 @@ in GenImage's folder layout (`effcomp/runs/genimage.py`, read by `genimage_mini_
 `--workdir` is the mini-GenImage root (one `effcomp_<kind>/` folder per `--generator`, with
 its `provenance.json`; an existing folder is never overwritten); each `--generator`
 is `<kind>=<run workdir>` with kind one of `effcomp.data.genimage.MINI_KINDS` and a
-finished class-conditional image run (`diffusion` or `ar_image`). The generated images are
-drawn for the classes of the real images beside them.
+finished class-conditional image run (`diffusion` or `ar_image`: the generated images are
+drawn for the classes of the real images beside them) or super-resolution run
+(`diffusion_sr`, `onestep_sr`, `sr`: its upscaled LR patches beside the HR patches).
+
+  python experiments/make_genimage.py --workdir=data/mini_genimage \
+      --generator=diffusion_sr=workdirs/ditsr --generator=onestep_sr=workdirs/onestep_tadsr
 """
 
 import json
@@ -26,7 +30,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from effcomp import cli  # noqa: E402  (defines --config and --workdir)
 from effcomp import runs  # noqa: E402
-from effcomp.runs import genimage  # noqa: E402
+from effcomp.runs import genimage, upscale  # noqa: E402
 
 flags.DEFINE_multi_string("generator", [], "<kind>=<run workdir> (repeat the flag).")
 flags.DEFINE_integer("num_train", 1000, "Generated (and as many real) training images.")
@@ -47,6 +51,11 @@ def _main(argv) -> None:
   def body():
     for kind, workdir in cli.named_pairs("generator", FLAGS.generator, "<kind>=<run workdir>"):
       run = runs.open(workdir)
+      if run.task in upscale.TASKS:
+        print(json.dumps(genimage.write_sr_generator(
+            run, kind, FLAGS.workdir, num_train=FLAGS.num_train, num_val=FLAGS.num_val,
+            seed=FLAGS.seed)))
+        continue
       options = {"temperature": FLAGS.temperature} if run.task == "ar_image" else {}
       provenance = genimage.write_generator(
           run, kind, FLAGS.workdir, num_train=FLAGS.num_train, num_val=FLAGS.num_val,

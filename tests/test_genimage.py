@@ -13,9 +13,10 @@ from PIL import Image
 from configs.genimage_detect import DETECTORS
 from effcomp import config as config_lib
 from effcomp import runs
-from effcomp.data import degradations, genimage
-from effcomp.runs import detection
-from effcomp.tasks import classification
+from effcomp.data import degradations, genimage, sources
+from effcomp.runs import detection, upscale
+from effcomp.runs import genimage as mini
+from effcomp.tasks import classification, sr
 from tests.conftest import run_python, train_losses_on_one_and_eight_devices
 
 
@@ -178,7 +179,7 @@ def test_detection_summary_against_hand_computed_values():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("detector", ["gramnet", "f3net", "spec"])
+@pytest.mark.parametrize("detector", ["gramnet", "f3net", "spec", "swin"])
 def test_detector_eight_device_step_equals_one_device(mini_root, tmp_path, detector):
   one, eight = train_losses_on_one_and_eight_devices(
       tmp_path, f"configs/genimage_detect.py:detector={detector},steps=3",
@@ -186,3 +187,43 @@ def test_detector_eight_device_step_equals_one_device(mini_root, tmp_path, detec
       "--config.train.batch_size=8", "--config.train.log_every=1", "--config.train.eval_every=0")
   assert len(one) == len(eight) == 3
   np.testing.assert_allclose(one, eight, rtol=2e-5)
+
+
+def test_sr_generator_writes_upscaled_patches_beside_hr_patches(tmp_path, data_dir):
+  """mini-GenImage from a super-resolution run: `ai` is the run's upscaling of each `nature`
+  patch's LR, both patch_size², and the dataset reads them."""
+  del data_dir
+  config = config_lib.load("configs/sr_photos.py:model=edsr,steps=1", **{
+      "model.n_resblocks": 1, "model.n_feats": 8, "task.patch_size": 24, "task.eval_patch": 24,
+      "train.batch_size": 2, "eval.batch_size": 2, "train.progress_bar": False,
+      "checkpoint.async_save": False})
+  runs.train(config, str(tmp_path / "edsr"))
+  run = runs.open(str(tmp_path / "edsr"))
+  root = str(tmp_path / "mini")
+  provenance = mini.write_sr_generator(run, "diffusion_sr", root, num_train=3, num_val=2)
+  assert provenance["task"] == "sr" and provenance["patch_size"] == 24
+  folder = tmp_path / "mini" / "effcomp_diffusion_sr"
+  upscale_fn, _ = upscale.upscaler(run)
+  for split, count in (("train", 3), ("val", 2)):
+    fake = sorted((folder / split / "ai").iterdir())
+    real = sorted((folder / split / "nature").iterdir())
+    assert len(fake) == len(real) == count
+    for f, r in zip(fake, real):
+      f, r = np.asarray(Image.open(f)), np.asarray(Image.open(r))
+      assert f.shape == r.shape == (24, 24, 3) and not np.array_equal(f, r)
+  # The first training pair, redrawn as the writer draws it: `ai` is the upscaled LR.
+  c = config_lib.from_workdir(str(tmp_path / "edsr")).task
+  rng = np.random.default_rng(0)
+  source = sources.get_source(config.data.name, config.data.train_split)
+  index = int(rng.integers(0, len(source), 3)[0])
+  with c.unlocked():
+    c.augment = False
+  pair = sr.random_pair(np.asarray(source[index]["image"]), rng, c)
+  np.testing.assert_array_equal(np.asarray(Image.open(folder / "train" / "nature" / "000000.png")),
+                                pair["hr"])
+  np.testing.assert_array_equal(np.asarray(Image.open(folder / "train" / "ai" / "000000.png")),
+                                upscale_fn(pair["lr"]))
+  with pytest.raises(FileExistsError):
+    mini.write_sr_generator(run, "diffusion_sr", root, num_train=1, num_val=1)
+  with pytest.raises(ValueError, match="expected a run of diffusion, ar_image"):
+    mini.write_generator(run, "dit", str(tmp_path / "other"), num_train=1, num_val=1)

@@ -139,7 +139,7 @@ class CLIPConfig:
                                                        cls.logit_scale_init_value)))
 
 
-def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
+def layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
   # Two-pass variance, as torch computes it; E[x²]-E[x]² loses digits on large activations.
   return nn.LayerNorm(
       epsilon=eps, dtype=dtype, use_fast_variance=False, name=name,
@@ -203,9 +203,9 @@ class CLIPEncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None):
     c = self.config
-    y = _layer_norm(c.layer_norm_eps, self.dtype, "layer_norm1")(x)
+    y = layer_norm(c.layer_norm_eps, self.dtype, "layer_norm1")(x)
     x = x + CLIPAttention(c.num_heads, self.dtype, name="self_attn")(y, mask)
-    y = _layer_norm(c.layer_norm_eps, self.dtype, "layer_norm2")(x)
+    y = layer_norm(c.layer_norm_eps, self.dtype, "layer_norm2")(x)
     return x + CLIPMLP(c.intermediate_size, c.hidden_act, self.dtype, name="mlp")(y)
 
 
@@ -294,7 +294,7 @@ class CLIPTextTransformer(nn.Module):
       mask = mask & jnp.asarray(attention_mask).astype(bool)[:, None, :]
     mask = jnp.broadcast_to(mask, (batch, tokens, tokens))
     x = CLIPEncoder(c, self.dtype, name="encoder")(x, mask)[-1]
-    x = _layer_norm(c.layer_norm_eps, self.dtype, "final_layer_norm")(x).astype(jnp.float32)
+    x = layer_norm(c.layer_norm_eps, self.dtype, "final_layer_norm")(x).astype(jnp.float32)
     legacy = c.eos_token_id == 2
     eos = jnp.argmax(input_ids if legacy else (input_ids == c.eos_token_id).astype(jnp.int32),
                      axis=-1)
@@ -320,9 +320,9 @@ class CLIPVisionTransformer(nn.Module):
       raise ValueError(f"pixel_values has shape {pixel_values.shape}; expected NHWC "
                        f"[batch, {', '.join(map(str, expected))}] (HF's NCHW transposed)")
     x = CLIPVisionEmbeddings(c, self.dtype, name="embeddings")(pixel_values)
-    x = _layer_norm(c.layer_norm_eps, self.dtype, "pre_layrnorm")(x)
+    x = layer_norm(c.layer_norm_eps, self.dtype, "pre_layrnorm")(x)
     hidden = CLIPEncoder(c, self.dtype, name="encoder")(x)
-    pooled = _layer_norm(c.layer_norm_eps, self.dtype, "post_layernorm")(hidden[-1][:, 0])
+    pooled = layer_norm(c.layer_norm_eps, self.dtype, "post_layernorm")(hidden[-1][:, 0])
     return pooled.astype(jnp.float32), tuple(h.astype(jnp.float32) for h in hidden)
 
 

@@ -18,18 +18,18 @@ TASKS = ("sr", "diffusion_sr", "onestep_sr")
 
 
 def upscaler(run: Run, *, tile: int = 0, overlap: int = 8, seed: int = 0
-             ) -> Tuple[Callable[[np.ndarray], np.ndarray], int]:
+             ) -> Tuple[Callable[..., np.ndarray], int]:
   """(`lr -> sr` on uint8 images, the scale) of the run, in `tile`-pixel LR windows
-  overlapping by `overlap` (0: whole images); diffusion runs sample from noise `seed`."""
-  if run.task == "diffusion_sr":
-    teacher = diffusion_sr.make_teacher(run.model, run.params, run.config)
-    rng = jax.random.key(seed)
-    return lambda lr: teacher.upscale(lr, rng, tile=tile, overlap=overlap), teacher.scale
-  if run.task == "onestep_sr":
-    student = onestep_sr.make_student(run.model, run.params, run.config)
-    rng = jax.random.key(seed)
-    return lambda lr: student.upscale(lr, rng, tile=tile, overlap=overlap), student.scale
+  overlapping by `overlap` (0: whole images); diffusion runs sample from noise `seed`, or
+  from the key `upscale_fn(lr, rng=key)` is given (one draw per image)."""
+  if run.task in ("diffusion_sr", "onestep_sr"):
+    make = diffusion_sr.make_teacher if run.task == "diffusion_sr" else onestep_sr.make_student
+    model = make(run.model, run.params, run.config)
+    default = jax.random.key(seed)
+    return (lambda lr, rng=default: model.upscale(lr, rng, tile=tile, overlap=overlap),
+            model.scale)
   if run.task == "sr":
-    return (lambda lr: sr.upscale(run.model, run.variables, lr, tile=tile, overlap=overlap),
+    return (lambda lr, rng=None: sr.upscale(run.model, run.variables, lr, tile=tile,
+                                            overlap=overlap),
             run.model.scale)
   raise ValueError(f"workdir={run.workdir!r}: a {run.task!r} run, expected one of {TASKS}")
