@@ -25,9 +25,8 @@ stay in floating point (the papers' setting). Activations are quantized where th
 setting asks (W4A8, W4A4: per-token dynamic) at the input of every block linear.
 """
 
-import functools
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ import numpy as np
 
 from effcomp.quant import fake_quant
 from effcomp.quant.ptq import blocks as blocks_lib
-from effcomp.quant.ptq import awq, cbq, cfp, gptq, hessian, smoothquant
+from effcomp.quant.ptq import awq, cbq, cfp, gptq, hessian, sequential, smoothquant
 
 METHODS = ("fp", "rtn", "gptq", "smoothquant", "awq", "cbq")
 MAX_AWQ_TOKENS = 4096  # calibration tokens the AWQ searches look at per group
@@ -46,23 +45,8 @@ def _check(method: str) -> None:
     raise ValueError(f"method={method!r}: expected one of {METHODS}")
 
 
-@functools.partial(jax.jit, static_argnames=("bm", "i", "act", "capture"))
-def _run_block(bm: blocks_lib.BlockModel, i: int, block_params, h, batch, act, capture: bool):
-  """Block i alone, compiled once per (model, block, activation quantizer)."""
-  return bm.block(i, {bm.prefix(i): block_params}, h, batch, act=act, capture=capture)
-
-
 _quantize_weight = jax.jit(fake_quant.quantize_weight, static_argnums=1)
 _weight_scale_and_zero = jax.jit(fake_quant.weight_scale_and_zero, static_argnums=1)
-
-
-def _linear_inputs(bm: blocks_lib.BlockModel, i: int, params, hs, calib, act) -> Dict[str, List]:
-  """{kernel path: [its input for each calibration batch]} of block i's linears."""
-  out: Dict[str, List] = {}
-  for h, b in zip(hs, calib):
-    for path, x in _run_block(bm, i, params[bm.prefix(i)], h, b, act, True)[1].items():
-      out.setdefault(path, []).append(x)
-  return out
 
 
 def _tokens(xs: Sequence[jax.Array], limit: int) -> jax.Array:
@@ -141,7 +125,7 @@ def quantize_model(bm: blocks_lib.BlockModel, params, calib: Sequence[Any],
     hs = [bm.embed(params, b) for b in calib]
     stats_act = None if method in ("smoothquant", "awq") else qconfig.act
     for i in range(bm.num_blocks):
-      inputs = _linear_inputs(bm, i, params, hs, calib, stats_act)
+      inputs = sequential.linear_inputs(bm, i, params, hs, calib, stats_act)
       groups = bm.groups(i)
       if method in ("smoothquant", "awq"):  # all scales first: a fold may touch an earlier
         for group in groups:               # group's kernel (down's scale lands in up)
@@ -151,11 +135,10 @@ def quantize_model(bm: blocks_lib.BlockModel, params, calib: Sequence[Any],
             inputs.update({k: xs for k in group.kernels})
       for group in groups:
         if method == "gptq":  # sequential: inputs after the block's earlier groups are quantized
-          inputs = _linear_inputs(bm, i, params, hs, calib, stats_act)
+          inputs = sequential.linear_inputs(bm, i, params, hs, calib, stats_act)
         params = _quantize_kernels(method, params, group, inputs[group.kernels[0]],
                                    qconfig.weight, options, scales)
-      hs = [_run_block(bm, i, params[bm.prefix(i)], h, b, qconfig.act, False)
-            for h, b in zip(hs, calib)]
+      hs = sequential.block_outputs(bm, i, params, hs, calib, qconfig.act)
   jax.block_until_ready(params)
   return params, {"method": method, "setting": qconfig.name,
                   "seconds": time.perf_counter() - start, "scales": scales}
@@ -175,7 +158,7 @@ def _cbq(bm, params, calib, qconfig, options, scales):
   if use_cfp:
     hs = h0
     for i in range(bm.num_blocks):
-      inputs = _linear_inputs(bm, i, params, [hs], [batch], None)
+      inputs = sequential.linear_inputs(bm, i, params, [hs], [batch], None)
       for group in bm.groups(i):
         kernels = [blocks_lib.get_path(params, k) for k in group.kernels]
         if group.producers:

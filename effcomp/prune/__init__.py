@@ -1,0 +1,1 @@
+"""Pruning of transformer linears: magnitude, Wanda, SparseGPT; unstructured and N:M."""
