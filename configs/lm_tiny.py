@@ -10,7 +10,9 @@ training split (≈ 338 k training tokens), sequences of 128.
   python experiments/sample.py --config=configs/lm_tiny.py --workdir=workdirs/lm_tiny \\
       --prompt="The for statement"
 
-Arguments: steps (default 500), tokenizer (bpe | byte | path to a tokenizer.json), seed.
+Arguments: steps (default 500), tokenizer (bpe | byte | path to a tokenizer.json), seed,
+attention (softmax | retention: RetNet's multi-scale retention in every block, which adds
+a 256×256 gate per block, `Llama.attention`; also `--config.model.attention=retention`).
 With tokenizer=byte the vocabulary is 320 rows (259 byte ids rounded up to 64): the
 embeddings then hold 0.16 M of the 3.1 M parameters, as in large LLMs where the blocks
 carry nearly all weights (with the 4,096-token BPE they hold 2.1 M of 5.0 M).
@@ -24,8 +26,10 @@ from effcomp import recipes
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, steps=500, tokenizer="bpe", seed=0)
-  model = dict(recipes.LM_TINY, vocab_size=320) if a.tokenizer == "byte" else recipes.LM_TINY
+  a = config_lib.parse_arg(arg, steps=500, tokenizer="bpe", seed=0, attention="softmax")
+  model = dict(recipes.LM_TINY, attention=a.attention)
+  if a.tokenizer == "byte":
+    model["vocab_size"] = 320
   config = recipes.lm_pretraining(model, steps=a.steps, batch_size=32,
                                   seq_len=128, lr=3e-3, tokenizer=a.tokenizer)
   config.seed = a.seed

@@ -11,9 +11,9 @@ from effcomp.quant import fake_quant
 from effcomp.quant.ptq import blocks
 
 
-def _llama(kv_heads):
+def _llama(kv_heads, attention="softmax"):
   model = llama.Llama(vocab_size=64, num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=kv_heads,
-                      tie_embeddings=False)
+                      tie_embeddings=False, attention=attention)
   tokens = jax.random.randint(jax.random.key(0), (3, 10), 0, 64)
   params = nn.unbox(model.init(jax.random.key(1), tokens)["params"])
   # Norm scales away from 1 so a wrong fold shows.
@@ -37,6 +37,18 @@ def test_llama_block_view_equals_the_model():
                              atol=1e-5)
   assert bm.kernels(1) == tuple(f"layers_1/{p}/kernel" for p in
                                 ("attn/q", "attn/k", "attn/v", "attn/o", "mlp/gate", "mlp/up", "mlp/down"))
+
+
+def test_retention_block_view_equals_the_model_and_reads_the_gate_with_qkv():
+  model, params, tokens = _llama(4, "retention")
+  bm = blocks.for_llama(model)
+  np.testing.assert_allclose(_forward(bm, params, tokens), model.apply({"params": params}, tokens),
+                             atol=1e-5)
+  groups = bm.groups(0)
+  assert groups[0].kernels == tuple(f"layers_0/attn/{n}/kernel" for n in "qkvg")
+  assert groups[1].producers == ()  # o reads normalized, gated heads: no exact fold into v
+  _, captured = bm.block(0, params, bm.embed(params, tokens), tokens, capture=True)
+  assert set(captured) == set(bm.kernels(0))
 
 
 def test_capture_gives_each_linear_its_input_and_act_quant_changes_the_output():

@@ -20,22 +20,32 @@ post-training quantizers and binarizers work on.
 
 Incremental decoding: `init_cache(batch, max_len)` gives an empty key/value cache;
 `apply(params, tokens, cache=cache)` returns `(logits, cache)` with the new tokens'
-keys/values written at positions `cache['index'] …` (see `generate.py`). Hidden states
+keys/values written at positions `cache['index'] …` (see `generate.py`).
+
+`attention='retention'` swaps softmax attention for RetNet's multi-scale retention
+(`Retention`, math in `effcomp.nn.retention`): parallel form without a cache, recurrent
+form with one, whose cache is then a fixed-size state per layer. Hidden states
 after each block are sown into the 'intermediates' collection (`hidden`) for
 feature distillation.
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effcomp.quant.binary_linear import BinarizeSpec, BinaryLinear
+from effcomp.models.lm.multiscale_retention import Retention
+from effcomp.models.lm.projection import INIT_STD, linear, project
+from effcomp.models.lm.rope import apply_rope, rope_angles, rope_angles_2d
+from effcomp.nn import retention
+from effcomp.quant.binary_linear import BinarizeSpec
 from effcomp.registry import MODELS
 
-Cache = Dict[str, Any]  # {'index': int32 [], 'layers': ({'k': [B,S,KV,D], 'v': …}, …)}
-INIT_STD = 0.02  # HF `initializer_range`: normal(0, 0.02) for every weight matrix.
+# {'index': int32 [], 'layers': ({'k': [B,S,KV,D], 'v': …}, …)}; with retention, each layer
+# is {'kv': [B,H,D,D], 'scale': [H]} (`effcomp.nn.retention.State`).
+Cache = Dict[str, Any]
+ATTENTIONS = ("softmax", "retention")
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
@@ -53,66 +63,6 @@ class RMSNorm(nn.Module):
     scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
                        (x.shape[-1],), jnp.float32)
     return rms_norm(x, scale, self.eps)
-
-
-def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> Tuple[jax.Array, jax.Array]:
-  """cos, sin of shape [..., head_dim] for integer `positions` [...] (rotate-half layout)."""
-  if head_dim % 2:
-    raise ValueError(f"head_dim={head_dim}: RoPE needs an even head dimension")
-  inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
-  angles = jnp.concatenate([freqs, freqs], axis=-1)
-  return jnp.cos(angles), jnp.sin(angles)
-
-
-def rope_angles_2d(positions: jax.Array, head_dim: int, theta: float
-                   ) -> Tuple[jax.Array, jax.Array]:
-  """2-D RoPE: cos, sin [..., head_dim] for integer (row, column) `positions` [..., 2].
-
-  LlamaGen's `precompute_freqs_cis_2d` (autoregressive/models/gpt.py): the rotated pairs
-  split in two halves, the first turned by the row, the second by the column, each with
-  frequencies `theta^(-2i / (head_dim/2))`; here in the rotate-half layout of `rope_angles`
-  (pairs (i, i + head_dim/2)) rather than LlamaGen's interleaved pairs, the same rotations
-  on a permutation of the head dimensions.
-  """
-  if head_dim % 4:
-    raise ValueError(f"head_dim={head_dim}: 2-D RoPE needs a multiple of 4")
-  if positions.shape[-1] != 2:
-    raise ValueError(f"positions.shape={positions.shape}: 2-D RoPE expects [..., 2] (row, column)")
-  half = head_dim // 2
-  inv_freq = 1.0 / theta ** (jnp.arange(0, half, 2, dtype=jnp.float32) / half)
-  freqs = jnp.concatenate([positions[..., 0:1].astype(jnp.float32) * inv_freq,
-                           positions[..., 1:2].astype(jnp.float32) * inv_freq], axis=-1)
-  angles = jnp.concatenate([freqs, freqs], axis=-1)
-  return jnp.cos(angles), jnp.sin(angles)
-
-
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-  """Rotates `x` [B, T, H, D] by the angles of `cos`/`sin` [B, T, D] (pairs i, i+D/2)."""
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-  rotated = jnp.concatenate([-x2, x1], axis=-1)
-  out = x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
-  return out.astype(x.dtype)
-
-
-def linear(features: int, axes: Tuple[str, str], use_bias: bool, dtype, name: str) -> nn.Dense:
-  """A Dense layer with kernel [in, out] named by `axes`, normal(0.02) init, zero bias."""
-  return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, name=name,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
-
-
-def project(x: jax.Array, features: int, axes: Tuple[str, str], use_bias: bool, dtype, name: str,
-            binarize: Optional[BinarizeSpec] = None, progress: Optional[jax.Array] = None
-            ) -> jax.Array:
-  """`linear(...)(x)`, or the same projection with 1-bit weights when `binarize` is set
-  (`BinaryLinear`: same param names and axes, plus its scales); call inside a compact
-  method."""
-  if binarize is None:
-    return linear(features, axes, use_bias, dtype, name)(x)
-  return BinaryLinear(features, axes, binarize, use_bias, dtype, name=name,
-                      kernel_init=nn.initializers.normal(INIT_STD))(x, progress)
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_positions: jax.Array,
@@ -207,11 +157,17 @@ class Block(nn.Module):
   binarize: Optional[BinarizeSpec] = None
   rope_2d: bool = False
   dropout: float = 0.0
+  attention: str = "softmax"
 
   @nn.compact
   def __call__(self, x, positions, cache=None, index=None, progress=None, deterministic=True):
-    attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
-                     self.qkv_bias, self.dtype, self.binarize, self.rope_2d, name="attn")
+    if self.attention == "retention":
+      attn = Retention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
+                       self.qkv_bias, self.dtype, self.binarize, self.rope_2d, self.norm_eps,
+                       name="attn")
+    else:
+      attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
+                       self.qkv_bias, self.dtype, self.binarize, self.rope_2d, name="attn")
     y, cache = attn(RMSNorm(self.norm_eps, name="attn_norm")(x), positions, cache, index, progress)
     drop = nn.Dropout(self.dropout, deterministic=deterministic)
     x = x + drop(y)
@@ -245,6 +201,8 @@ class Llama(nn.Module):
     dropout: on each block's attention and MLP outputs (LlamaGen's resid_dropout_p and
       ffn_dropout_p); token_dropout: on the token embeddings (its token_dropout_p). Active
       only in calls with `deterministic=False` and a 'dropout' RNG.
+    attention: 'softmax' | 'retention' (RetNet multi-scale retention, `Retention`: adds a
+      gate projection `g` per block; the cache becomes a fixed-size recurrent state).
   """
   vocab_size: int = 4096
   num_layers: int = 4
@@ -265,6 +223,12 @@ class Llama(nn.Module):
   rope_2d: bool = False
   dropout: float = 0.0
   token_dropout: float = 0.0
+  attention: str = "softmax"
+
+  def _check_attention(self):
+    if self.attention not in ATTENTIONS:
+      raise ValueError(f"attention={self.attention!r}: expected one of "
+                       f"{', '.join(map(repr, ATTENTIONS))}")
 
   @property
   def kv_heads(self) -> int:
@@ -285,7 +249,14 @@ class Llama(nn.Module):
     return BinarizeSpec(self.binarizer, self.binarizer_phases, self.dual_scaling)
 
   def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> Cache:
-    """An empty cache for `batch_size` sequences of up to `max_len` tokens."""
+    """An empty cache for `batch_size` sequences of up to `max_len` tokens (retention:
+    a float32 state of fixed size whatever `max_len` and `dtype`)."""
+    self._check_attention()
+    if self.attention == "retention":
+      d = self.dims_per_head
+      return {"index": jnp.zeros((), jnp.int32),
+              "layers": tuple(retention.init_state(batch_size, self.num_heads, d, d)
+                              for _ in range(self.num_layers))}
     shape = (batch_size, max_len, self.kv_heads, self.dims_per_head)
     layer = lambda: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
     return {"index": jnp.zeros((), jnp.int32),
@@ -306,6 +277,7 @@ class Llama(nn.Module):
         None means the final 1-bit weights.
       deterministic: False applies `dropout` / `token_dropout` (training).
     """
+    self._check_attention()
     if self.embed_dim % self.num_heads and not self.head_dim:
       raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads="
                        f"{self.num_heads}; set head_dim")
@@ -324,7 +296,7 @@ class Llama(nn.Module):
     for i in range(self.num_layers):
       block = block_cls(self.num_heads, self.kv_heads, self.dims_per_head, self.hidden_dim,
                         self.rope_theta, self.norm_eps, self.qkv_bias, self.dtype, self.binarize,
-                        self.rope_2d, self.dropout, name=f"layers_{i}")
+                        self.rope_2d, self.dropout, self.attention, name=f"layers_{i}")
       x, layer_cache = block(x, positions, None if cache is None else cache["layers"][i], index,
                              progress, deterministic)
       new_layers.append(layer_cache)

@@ -137,7 +137,8 @@ def for_llama(model: llama_lib.Llama) -> BlockModel:
   """Block view of `Llama`; batch = tokens [N, T]."""
   block = llama_lib.Block(model.num_heads, model.kv_heads, model.dims_per_head,
                           model.hidden_dim, model.rope_theta, model.norm_eps, model.qkv_bias,
-                          model.dtype)
+                          model.dtype, attention=model.attention)
+  retention = model.attention == "retention"
 
   def embed(params, tokens):
     return jnp.take(params["embed"]["embedding"], tokens, axis=0).astype(model.dtype)
@@ -153,13 +154,15 @@ def for_llama(model: llama_lib.Llama) -> BlockModel:
 
   def groups(i):
     p = f"layers_{i}"
-    qkv = tuple(f"{p}/attn/{n}/kernel" for n in "qkv")
+    qkv = tuple(f"{p}/attn/{n}/kernel" for n in ("qkvg" if retention else "qkv"))
     v_out = (f"{p}/attn/v/kernel",) + ((f"{p}/attn/v/bias",) if model.qkv_bias else ())
+    foldable = model.kv_heads == model.num_heads and not retention
     return (
         LinearGroup(qkv, (f"{p}/attn_norm/scale",)),
         # o reads v's heads; a fold into v is exact only when every query head has its own
-        # kv head (no GQA sharing).
-        LinearGroup((f"{p}/attn/o/kernel",), v_out if model.kv_heads == model.num_heads else ()),
+        # kv head (no GQA sharing) and nothing nonlinear sits between (retention normalizes
+        # each head and gates it).
+        LinearGroup((f"{p}/attn/o/kernel",), v_out if foldable else ()),
         LinearGroup((f"{p}/mlp/gate/kernel", f"{p}/mlp/up/kernel"), (f"{p}/mlp_norm/scale",)),
         LinearGroup((f"{p}/mlp/down/kernel",), (f"{p}/mlp/up/kernel",)),
     )
