@@ -19,16 +19,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from configs import ptq as ptq_config  # noqa: E402
 from effcomp import runs  # noqa: E402
-from effcomp.data import packing, sources  # noqa: E402
-from effcomp.models.lm import bert  # noqa: E402
 from effcomp.quant import fake_quant  # noqa: E402
-from effcomp.quant.ptq import blocks, evaluate, quantize  # noqa: E402
+from effcomp.quant.ptq import evaluate, quantize  # noqa: E402
 from effcomp.runs import quantize as runs_quantize  # noqa: E402
 
 flags.DEFINE_string("lm_workdir", os.path.join(ROOT, "workdirs", "bench_lm_tiny"),
@@ -67,20 +64,8 @@ def lm_rows():
 
 
 def minilm_rows():
-  encoder = bert.SentenceEncoder.from_folder()
-  bm = blocks.for_bert(encoder.model)
-  # Calibration: unpadded 64-token windows of Python-docs text (CBQ needs equal masks).
-  texts = packing.read_texts(sources.get_source("python_docs", "train"))[:400]
-  ids = np.concatenate([[i for i, m in zip(e.ids, e.attention_mask) if m][1:-1]
-                        for e in encoder.tokenizer.encode_batch(texts)])
-  n = FLAGS.calib_samples
-  windows = ids[:n * 62].reshape(n, 62)
-  cls, sep = encoder.tokenizer.token_to_id("[CLS]"), encoder.tokenizer.token_to_id("[SEP]")
-  windows = np.concatenate([np.full((n, 1), cls), windows, np.full((n, 1), sep)], 1)
-  calib = [(windows[i:i + 16], np.ones((16, 64), np.int32)) for i in range(0, n, 16)]
-  sentences = [t.split("\n\n")[0][:300] for t in packing.read_texts(
-      sources.get_source("python_docs", "validation"))]
-  eval_batches = [encoder.tokenize(sentences[i:i + 32]) for i in range(0, len(sentences), 32)]
+  src = runs_quantize.encoder_source(FLAGS.calib_samples)
+  encoder, bm, calib, eval_batches = src.encoder, src.block_model, src.calib, src.eval_batches
   rows = []
   for setting in MINILM_SETTINGS:
     qconfig = fake_quant.QuantConfig.parse(setting)

@@ -235,3 +235,22 @@ def test_matches_torch_port_of_reference_fasterquant(bits, group_size, block_siz
   step = np.asarray(info["scale"])[np.asarray(info["g_idx"]), 0]
   np.testing.assert_array_less(np.abs(np.asarray(w_hat) - q_ref.T), 1e-4 * step + 1e-12)
   np.testing.assert_allclose(info["error"], error_ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_a_kept_pruning_mask_stays_exact_and_is_compensated(act_order):
+  """With `keep`, the pruned weights come out exactly 0 and the rest on the grid; rounding
+  them to 0 inside the loop (SparseGPT's joint mode) beats zeroing GPTQ's output after."""
+  x, w = _correlated_layer(n_in=128, n_out=64, n_tokens=512)
+  h, spec = hessian.from_inputs(x), _spec("w4a16g64")
+  keep = np.random.default_rng(1).random(w.shape) < 0.5
+  w_hat, info = gptq.gptq_quantize(w, h, spec, act_order=act_order, keep=keep)
+  w_hat = np.asarray(w_hat)
+  assert np.all(w_hat[~keep] == 0) and np.count_nonzero(w_hat[keep]) > 0.9 * keep.sum()
+  np.testing.assert_allclose(w_hat[keep], _requantize(w_hat, info, spec)[keep], atol=1e-6)
+  plain, _ = gptq.gptq_quantize(w, h, spec, act_order=act_order)
+  assert _output_error(x, w, w_hat) < 0.9 * _output_error(x, w, np.where(keep, plain, 0))
+  everything, _ = gptq.gptq_quantize(w, h, spec, act_order=act_order, keep=np.ones_like(keep))
+  np.testing.assert_array_equal(everything, plain)
+  with pytest.raises(ValueError, match="keep of shape"):
+    gptq.gptq_quantize(w, h, spec, keep=keep[:, :3])

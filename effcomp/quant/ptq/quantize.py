@@ -70,9 +70,10 @@ def _smooth_group(method: str, params, group: blocks_lib.LinearGroup, xs, spec, 
 
 
 def _quantize_kernels(method: str, params, group: blocks_lib.LinearGroup, xs, spec, options,
-                      scales: Dict[str, Any]):
+                      scales: Dict[str, Any], keep: Dict[str, Any]):
   """`params` with `group`'s kernels quantized by `method` given their inputs `xs`; each
-  kernel's (scale, zero) goes into `scales` (for packing the integer codes)."""
+  kernel's (scale, zero) goes into `scales` (for packing the integer codes); GPTQ keeps
+  the pruning masks in `keep` ({kernel path: [in, out] bool}) inside its loop."""
   for path in group.kernels:
     w = blocks_lib.get_path(params, path)
     if method == "gptq":
@@ -83,7 +84,8 @@ def _quantize_kernels(method: str, params, group: blocks_lib.LinearGroup, xs, sp
       # With act_order, groups of consecutive rows (static_groups) keep the codes packable
       # without a per-row group index.
       w_hat, info = gptq.gptq_quantize(w, state[0], spec, act_order=act_order,
-                                       static_groups=act_order and spec.granularity == "group")
+                                       static_groups=act_order and spec.granularity == "group",
+                                       keep=keep.get(path))
       scales[path] = (info["scale"], info["zero"])
     else:
       clip = awq.search_clip(_tokens(xs, MAX_AWQ_TOKENS), w, spec) if method == "awq" else 1.0
@@ -105,7 +107,9 @@ def quantize_model(bm: blocks_lib.BlockModel, params, calib: Sequence[Any],
     qconfig: weight and activation quantizers.
     method: one of `METHODS`.
     options: method options (smoothquant `alpha`; gptq `act_order`; cbq: the fields of
-      `cbq.CBQConfig` and `cfp` (bool)).
+      `cbq.CBQConfig` and `cfp` (bool)); any method: `keep` {kernel path: [in, out] bool},
+      pruning masks the quantized kernels keep (GPTQ rounds the pruned weights to 0 inside
+      its loop and compensates, SparseGPT's joint mode; the others zero them after).
 
   Returns:
     The params with dequantized (fake-quant) kernels — evaluate them with activations
@@ -115,6 +119,7 @@ def quantize_model(bm: blocks_lib.BlockModel, params, calib: Sequence[Any],
   """
   _check(method)
   options = dict(options or {})
+  keep_masks = options.pop("keep", {})
   start = time.perf_counter()
   scales: Dict[str, Any] = {}
   if method == "fp":
@@ -137,8 +142,11 @@ def quantize_model(bm: blocks_lib.BlockModel, params, calib: Sequence[Any],
         if method == "gptq":  # sequential: inputs after the block's earlier groups are quantized
           inputs = sequential.linear_inputs(bm, i, params, hs, calib, stats_act)
         params = _quantize_kernels(method, params, group, inputs[group.kernels[0]],
-                                   qconfig.weight, options, scales)
+                                   qconfig.weight, options, scales, keep_masks)
       hs = sequential.block_outputs(bm, i, params, hs, calib, qconfig.act)
+  for path, keep in keep_masks.items():
+    w = blocks_lib.get_path(params, path)
+    params = blocks_lib.set_path(params, path, jnp.where(keep, w, jnp.zeros((), w.dtype)))
   jax.block_until_ready(params)
   return params, {"method": method, "setting": qconfig.name,
                   "seconds": time.perf_counter() - start, "scales": scales}
