@@ -85,11 +85,11 @@ def write_results(topic: str, rows: List[Dict[str, Any]], columns: Sequence[str]
   return record
 
 
-def trained_lm_tiny(workdir: str, tokenizer: str = "bpe") -> str:
+def trained_lm_tiny(workdir: str, tokenizer: str = "bpe", attention: str = "softmax") -> str:
   """The lm_tiny run in `workdir`, trained to its full budget by
-  `configs/lm_tiny.py:tokenizer=<tokenizer>` (resumed if cut short; a no-op if finished):
-  the model the LLM-compression benchmarks start from."""
-  config = config_lib.load(f"configs/lm_tiny.py:tokenizer={tokenizer}",
+  `configs/lm_tiny.py:tokenizer=<tokenizer>,attention=<attention>` (resumed if cut short; a
+  no-op if finished): the model the LLM-compression benchmarks start from."""
+  config = config_lib.load(f"configs/lm_tiny.py:tokenizer={tokenizer},attention={attention}",
                            **{"train.progress_bar": False})
   runs.train(config, workdir)
   return workdir

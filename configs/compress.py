@@ -7,7 +7,9 @@ factorization and quantization steps (`effcomp/runs/compress.py`; issue 27).
       --config=configs/compress.py:recipe=svdllm:0.5+rtn:w4a16g128,source=minilm \\
       --workdir=workdirs/minilm_svdllm_rtn
 
-Recipe: '+'-joined <method>:<setting> steps, at most one per kind, in the order prune
+Recipe: '+'-joined <method>:<setting> steps, at most one per kind, in the order structured
+(wanda_sp | taylor: share of each layer's heads and MLP channels removed, '0.25'; LM runs
+only: the result is a smaller model whose per-layer widths compress.json records), prune
 (magnitude | wanda | sparsegpt: sparsity '0.5' or N:M '2:4'), lowrank (svd | asvd |
 svdllm: the factors' share of the kernels' parameters '0.5'), quant (rtn | gptq |
 smoothquant | awq | cbq: `fake_quant.QuantConfig.parse` settings such as 'w4a16g128').

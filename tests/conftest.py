@@ -5,9 +5,13 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+
+from effcomp.models.lm import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -66,6 +70,28 @@ def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: boo
 def train_args(workdir: str, config: str = "configs/demo.py", *overrides: str) -> list:
   return ["experiments/train.py", f"--config={config}", f"--workdir={workdir}",
           "--config.train.progress_bar=False", *overrides]
+
+
+def train_tiny_lm(workdir: str) -> None:
+  """Trains a one-layer lm_tiny (width 32, GQA, 512-token BPE) for 30 steps in `workdir`:
+  the LM run the quantize and compress commands are tested on."""
+  run_python(train_args(workdir, "configs/lm_tiny.py:steps=30", "--config.model.num_layers=1",
+                        "--config.model.embed_dim=32", "--config.model.num_heads=2",
+                        "--config.model.num_kv_heads=1", "--config.model.mlp_dim=64",
+                        "--config.model.vocab_size=512", "--config.task.tokenizer_vocab=512",
+                        "--config.task.seq_len=32", "--config.train.batch_size=16",
+                        "--config.eval.batch_size=16", "--config.train.eval_every=0"))
+
+
+def assert_greedy_generation_recomputes(model, params, prompt, new_tokens: int = 6) -> None:
+  """Cached greedy `generate` equals re-running the whole sequence for every new token."""
+  out = generate.generate(model, params, prompt, max_new_tokens=new_tokens,
+                          rng=jax.random.key(3))
+  seq = prompt
+  for _ in range(new_tokens):
+    nxt = jnp.argmax(model.apply({"params": params}, seq)[:, -1], -1)
+    seq = jnp.concatenate([seq, nxt[:, None].astype(seq.dtype)], 1)
+  np.testing.assert_array_equal(out, seq)
 
 
 def upscaled_size(tmp_path, workdir: str, lr_size: tuple) -> tuple:

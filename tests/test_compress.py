@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_python, train_args
+from conftest import run_python, train_tiny_lm
 from effcomp import config as config_lib
 from effcomp.lowrank import factorized_dense
 from effcomp.models.lm import llama
@@ -69,6 +69,21 @@ def test_two_to_four_sparsity_survives_gptq_and_weights_sit_on_the_grid(small):
   assert np.isfinite(ppl)
 
 
+def test_structured_pruning_then_gptq_runs_a_smaller_model(small):
+  model, params, tokens, calib = small
+  bm = blocks.for_llama(model)
+  c = compress.apply_recipe(bm, params, calib, compress.parse_recipe("wanda_sp:0.5+gptq:w4a16g32"),
+                            model=model)
+  assert c.model.layer_heads == (2, 2) and c.model.layer_mlp == (48, 48)  # half the kv groups
+  assert set(c.quantized) == set(_kernels(blocks.for_llama(c.model), c.params))
+  logits = compress.forward(c.model)(c.params, tokens[:, :-1])
+  assert logits.shape == (32, 16, 128) and np.all(np.isfinite(logits))
+  assert sum(x.size for x in jax.tree.leaves(c.params)) < sum(
+      x.size for x in jax.tree.leaves(params))
+  with pytest.raises(ValueError, match="needs the LLaMA model"):
+    compress.apply_recipe(bm, params, calib, compress.parse_recipe("taylor:0.25"))
+
+
 def test_factor_pairs_are_quantized_and_counted(small):
   model, params, tokens, calib = small
   bm = blocks.for_llama(model)
@@ -118,12 +133,7 @@ def test_a_composed_model_saves_and_loads(small, tmp_path):
 @pytest.mark.slow  # end to end, ≈ 60 s: make test-slow
 def test_compress_command_on_a_trained_run(tmp_path, data_dir):
   lm_dir = tmp_path / "lm"
-  run_python(train_args(str(lm_dir), "configs/lm_tiny.py:steps=30", "--config.model.num_layers=1",
-                        "--config.model.embed_dim=32", "--config.model.num_heads=2",
-                        "--config.model.num_kv_heads=1", "--config.model.mlp_dim=64",
-                        "--config.model.vocab_size=512", "--config.task.tokenizer_vocab=512",
-                        "--config.task.seq_len=32", "--config.train.batch_size=16",
-                        "--config.eval.batch_size=16", "--config.train.eval_every=0"))
+  train_tiny_lm(str(lm_dir))
   out = tmp_path / "c"
   result = run_python(["experiments/compress.py",
                        "--config=configs/compress.py:recipe=wanda:2:4+gptq:w4a16g32",

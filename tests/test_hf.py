@@ -172,6 +172,9 @@ def test_exported_config_rejects_biases_the_model_type_lacks():
     hf.hf_config_from_model(Llama(**TINY), "qwen2")
   with pytest.raises(ValueError, match="model_type='llama' with qkv_bias=True"):
     hf.hf_config_from_model(Llama(**TINY, qkv_bias=True), "llama")
+  for extra in ({"attention": "retention"}, {"layer_mlp": (16,) * TINY["num_layers"]}):
+    with pytest.raises(ValueError, match="per-layer widths .* or retention"):
+      hf.hf_config_from_model(Llama(**TINY, **extra))
 
 
 # --- Against transformers (PyTorch) -------------------------------------------------

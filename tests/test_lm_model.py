@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import assert_greedy_generation_recomputes, run_python
 from effcomp import models
 from effcomp.models.lm import generate, llama
 
@@ -114,12 +114,7 @@ def test_cached_decoding_equals_full_forward(small):
 
 def test_greedy_generation_equals_recomputation(small):
   model, params, tokens = small
-  out = generate.generate(model, params, tokens[:, :4], max_new_tokens=6, rng=jax.random.key(3))
-  seq = tokens[:, :4]
-  for _ in range(6):
-    nxt = jnp.argmax(model.apply({"params": params}, seq)[:, -1], -1)
-    seq = jnp.concatenate([seq, nxt[:, None].astype(seq.dtype)], 1)
-  np.testing.assert_array_equal(out, seq)
+  assert_greedy_generation_recomputes(model, params, tokens[:, :4])
 
 
 def test_generation_stops_at_eos(small):

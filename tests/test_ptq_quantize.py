@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_python, train_args
+from conftest import run_python, train_tiny_lm
 from effcomp.models.lm import llama
 from effcomp.quant import fake_quant, pack_int
 from effcomp.quant.ptq import blocks, evaluate, quantize
@@ -82,12 +82,7 @@ def test_unknown_method_is_an_error(small):
 @pytest.mark.slow  # end to end, ≈ 45 s: make test-slow
 def test_quantize_command_on_a_trained_run(tmp_path, data_dir):
   lm_dir = tmp_path / "lm"
-  run_python(train_args(str(lm_dir), "configs/lm_tiny.py:steps=30", "--config.model.num_layers=1",
-                        "--config.model.embed_dim=32", "--config.model.num_heads=2",
-                        "--config.model.num_kv_heads=1", "--config.model.mlp_dim=64",
-                        "--config.model.vocab_size=512", "--config.task.tokenizer_vocab=512",
-                        "--config.task.seq_len=32", "--config.train.batch_size=16",
-                        "--config.eval.batch_size=16", "--config.train.eval_every=0"))
+  train_tiny_lm(str(lm_dir))
   out = tmp_path / "q"
   result = run_python(["experiments/quantize.py", "--config=configs/ptq.py:method=gptq,setting=w4a16g32",
                        f"--workdir={out}", f"--config.source.workdir={lm_dir}",

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_greedy_generation_recomputes
 from effcomp import config as config_lib
 from effcomp import models
-from effcomp.models.lm import generate, llama
+from effcomp.models.lm import llama
 from effcomp.nn import retention
 
 B, T, H, D = 2, 9, 3, 8
@@ -143,12 +144,7 @@ def test_causal(small):
 
 def test_greedy_generation_equals_recomputation(small):
   model, params, tokens = small
-  out = generate.generate(model, params, tokens[:, :4], max_new_tokens=6, rng=jax.random.key(3))
-  seq = tokens[:, :4]
-  for _ in range(6):
-    nxt = jnp.argmax(model.apply({"params": params}, seq)[:, -1], -1)
-    seq = jnp.concatenate([seq, nxt[:, None].astype(seq.dtype)], 1)
-  np.testing.assert_array_equal(out, seq)
+  assert_greedy_generation_recomputes(model, params, tokens[:, :4])
 
 
 def test_gradient_is_finite_and_reaches_every_retention_weight(small):

@@ -6,6 +6,8 @@
 
 A recipe is `+`-joined steps `<method>:<setting>`, at most one of each kind, in this order:
 
+  structured  wanda_sp | taylor            (`effcomp.prune.structured`, LLaMA only) share of
+                                           each layer's heads and MLP channels removed '0.25'
   prune    magnitude | wanda | sparsegpt   (`effcomp.prune`)   sparsity '0.5' or N:M '2:4'
   lowrank  svd | asvd | svdllm             (`effcomp.lowrank`) share of the kernels' params '0.5'
   quant    rtn | gptq | smoothquant | awq | cbq  (`effcomp.quant.ptq`) setting 'w4a16g128'
@@ -36,15 +38,17 @@ import numpy as np
 from flax import traverse_util
 
 from effcomp.lowrank import factorize, factorized_dense
+from effcomp.models.lm import llama as llama_lib
 from effcomp.prune import masks as masks_lib
-from effcomp.prune import prune_model, storage
+from effcomp.prune import prune_model, storage, structured
 from effcomp.quant import fake_quant
 from effcomp.quant.ptq import blocks as blocks_lib
 from effcomp.quant.ptq import evaluate, quantize
 from effcomp.runs import quantize as runs_quantize
 from effcomp.runs import run as run_lib
 
-KINDS = {"prune": prune_model.METHODS, "lowrank": factorize.METHODS,
+KINDS = {"structured": structured.SCORES, "prune": prune_model.METHODS,
+         "lowrank": factorize.METHODS,
          "quant": tuple(m for m in quantize.METHODS if m != "fp")}
 WRAP = factorized_dense.apply_factorized  # evaluate.perplexity / embedding_cosine `wrap`
 GRID_BYTES = 4 + 1  # per group and output: a float32 scale and a uint8 zero (`pack_int`)
@@ -62,12 +66,14 @@ class Compressed:
   """A compressed model: `params` (pruned weights 0, quantized ones dequantized on their
   grid, factorized layers as 'kernel_a'/'kernel_b'), the pruning `masks` ({kernel path:
   packed keep mask}), the quantization setting `qconfig` (None: float) and the kernels it
-  quantized, and one report per step."""
+  quantized, one report per step, and the `model` that runs the params (a structurally
+  pruned LLaMA is a smaller model; None: the original)."""
   params: Any
   masks: Dict[str, masks_lib.PackedMask]
   qconfig: Optional[fake_quant.QuantConfig]
   quantized: Tuple[str, ...]
   reports: List[Dict[str, Any]]
+  model: Any = None
 
   @property
   def act(self) -> Optional[fake_quant.QuantSpec]:
@@ -113,8 +119,9 @@ def _ratio(setting: str) -> float:
   try:
     return float(setting)
   except ValueError:
-    raise ValueError(f"lowrank setting {setting!r}: expected the factors' share of the "
-                     "kernels' parameters ('0.5')") from None
+    raise ValueError(f"setting {setting!r}: expected a fraction (lowrank: the factors' share "
+                     "of the kernels' parameters; structured: the share of heads and channels "
+                     "removed), e.g. '0.5'") from None
 
 
 _rtn = jax.jit(fake_quant.quantize_weight, static_argnums=1)
@@ -130,14 +137,26 @@ def _rtn_factors(params, qconfig: fake_quant.QuantConfig) -> Tuple[Any, Tuple[st
 
 
 def apply_recipe(bm: blocks_lib.BlockModel, params, calib: Sequence[Any], steps: Sequence[Step],
-                 options: Optional[Dict[str, Dict[str, Any]]] = None) -> Compressed:
+                 options: Optional[Dict[str, Dict[str, Any]]] = None,
+                 model: Any = None) -> Compressed:
   """Runs `steps` (`parse_recipe`) on `params` with calibration batches `calib` (`bm`'s
-  format); `options` maps a method to its options (e.g. {'cbq': {...}})."""
+  format); `options` maps a method to its options (e.g. {'cbq': {...}}); `model`: the
+  `Llama` that `bm` views, needed by a structured step."""
   options = options or {}
   out = Compressed(params, {}, None, (), [])
   for step in steps:
     opts = dict(options.get(step.method, {}))
-    if step.kind == "prune":
+    if step.kind == "structured":
+      if not isinstance(model, llama_lib.Llama):
+        raise ValueError(f"recipe step {step.method}:{step.setting}: structured pruning needs "
+                         "the LLaMA model (model=...)")
+      ratio = _ratio(step.setting)
+      out.model, out.params, report = structured.prune_structured(
+          model, out.params, calib, step.method, heads_ratio=ratio, mlp_ratio=ratio,
+          options=opts)
+      report = {k: v for k, v in report.items() if k != "selection"}
+      bm = blocks_lib.for_llama(out.model)
+    elif step.kind == "prune":
       out.params, out.masks, report = prune_model.prune_model(
           bm, out.params, calib, step.method, options=opts, **_prune_args(step.setting))
     elif step.kind == "lowrank":
@@ -216,12 +235,14 @@ def measure_lm(src: runs_quantize.LMSource, steps: Sequence[Step],
   calib = [src.calib_rows[i:i + batch_size, :-1]
            for i in range(0, len(src.calib_rows), batch_size)]
   start = time.perf_counter()
-  c = apply_recipe(blocks_lib.for_llama(src.model), src.params, calib, steps, options)
+  c = apply_recipe(blocks_lib.for_llama(src.model), src.params, calib, steps, options,
+                   src.model)
   seconds = time.perf_counter() - start
-  ppl = evaluate.perplexity(src.model, c.params, src.eval_rows, src.tokenizer.pad_id,
+  model = c.model or src.model
+  ppl = evaluate.perplexity(model, c.params, src.eval_rows, src.tokenizer.pad_id,
                             act=c.act, batch_size=batch_size, wrap=WRAP)
   tokens = jnp.asarray(src.eval_rows[:latency_batch, :-1])
-  latency = latency_ratio(forward(src.model), (src.params, tokens), forward(src.model),
+  latency = latency_ratio(forward(src.model), (src.params, tokens), forward(model),
                           (c.params, tokens))
   return c, {**_row(steps, c, src.params, seconds, latency), "perplexity": ppl}
 
@@ -265,6 +286,9 @@ def compress_run(config, workdir: str) -> Dict[str, Any]:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     storage.save(os.path.join(workdir, "compressed.npz"), c.params, c.masks)
+    widths = {} if c.model is None else {  # what builds the pruned model from the source's
+        f: getattr(c.model, f) for f in ("layer_heads", "layer_mlp", "layer_head_ids")}
     with open(os.path.join(workdir, "compress.json"), "w") as f:
-      json.dump({**row, "config": config.to_dict()}, f, indent=2, default=str)
+      json.dump({**row, "model_widths": widths, "config": config.to_dict()}, f, indent=2,
+                default=str)
   return row

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effcomp.models.detect.vit import patch_conv
 from effcomp.models.sr.swinir import SwinTransformerBlock, dense, layer_norm
 from effcomp.registry import MODELS
 
@@ -64,13 +65,8 @@ class Swin(nn.Module):
     if x.shape[1] % side or x.shape[2] % side:
       raise ValueError(f"Swin: images {x.shape[1]}×{x.shape[2]}; expected sides divisible by "
                        f"patch_size·2^(stages−1) = {side}")
-    h = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                name="patch_embed",
-                kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.lecun_normal(), ("height", "width", "conv_in", "embed")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
-                    x.astype(self.dtype))
-    h = layer_norm(self.dtype, "patch_norm")(h)
+    h = layer_norm(self.dtype, "patch_norm")(patch_conv(self.embed_dim, p, self.dtype)(
+        x.astype(self.dtype)))
     rates = np.linspace(0.0, self.drop_path, sum(self.depths))
     layer = 0
     for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):

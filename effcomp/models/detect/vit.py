@@ -31,6 +31,16 @@ from effcomp.registry import MODELS
 LAYER_NORM_EPS = 1e-6  # timm's `partial(nn.LayerNorm, eps=1e-6)` in DeiT's models.py
 
 
+def patch_conv(features: int, patch: int, dtype, name: str = "patch_embed") -> nn.Conv:
+  """The p×p/p patch embedding with bias (timm's `PatchEmbed.proj`), kernel [p, p, in,
+  features] with logical axis names."""
+  return nn.Conv(features, (patch, patch), strides=(patch, patch), padding="VALID",
+                 dtype=dtype, name=name,
+                 kernel_init=nn.with_logical_partitioning(
+                     nn.initializers.lecun_normal(), ("height", "width", "conv_in", "embed")),
+                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
 @MODELS.register("deit")
 class DeiT(nn.Module):
   """ViT/DeiT classifier (see the module docstring)."""
@@ -51,12 +61,8 @@ class DeiT(nn.Module):
       raise ValueError(f"DeiT: images {height}×{width}, patch_size={p}, embed_dim="
                        f"{self.embed_dim}, num_heads={self.num_heads}; expected square images "
                        "with a side divisible by patch_size and embed_dim divisible by num_heads")
-    tokens = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                     name="patch_embed",
-                     kernel_init=nn.with_logical_partitioning(
-                         nn.initializers.lecun_normal(), ("height", "width", "conv_in", "embed")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
-                         x.astype(self.dtype)).reshape(b, -1, self.embed_dim)
+    tokens = patch_conv(self.embed_dim, p, self.dtype)(x.astype(self.dtype))
+    tokens = tokens.reshape(b, -1, self.embed_dim)
     normal = nn.initializers.normal(0.02)
     cls = self.param("cls_token", nn.with_logical_partitioning(normal, ("embed",)),
                      (self.embed_dim,))

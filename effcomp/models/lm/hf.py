@@ -147,6 +147,9 @@ def hf_config_from_model(model: Llama, model_type: str = "llama", *,
   """
   if model_type not in SUPPORTED:
     raise ValueError(f"model_type={model_type!r}: supported model types are {SUPPORTED}")
+  if model.layer_heads or model.layer_mlp or model.attention != "softmax":
+    raise ValueError("model has per-layer widths (structured pruning) or retention: a "
+                     f"{model_type} config.json describes neither; save it as an effcomp run")
   if model.qkv_bias != (model_type == "qwen2"):
     raise ValueError(f"model_type={model_type!r} with qkv_bias={model.qkv_bias}: q/k/v "
                      "biases exist in 'qwen2' (always) and not in 'llama'/'mistral'")

@@ -29,7 +29,7 @@ after each block are sown into the 'intermediates' collection (`hidden`) for
 feature distillation.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -158,13 +158,14 @@ class Block(nn.Module):
   rope_2d: bool = False
   dropout: float = 0.0
   attention: str = "softmax"
+  head_ids: Tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, x, positions, cache=None, index=None, progress=None, deterministic=True):
     if self.attention == "retention":
       attn = Retention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
                        self.qkv_bias, self.dtype, self.binarize, self.rope_2d, self.norm_eps,
-                       name="attn")
+                       self.head_ids, name="attn")
     else:
       attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
                        self.qkv_bias, self.dtype, self.binarize, self.rope_2d, name="attn")
@@ -203,6 +204,13 @@ class Llama(nn.Module):
       only in calls with `deterministic=False` and a 'dropout' RNG.
     attention: 'softmax' | 'retention' (RetNet multi-scale retention, `Retention`: adds a
       gate projection `g` per block; the cache becomes a fixed-size recurrent state).
+    layer_heads: query heads of each layer (structured pruning, `effcomp.prune.structured`);
+      () = num_heads everywhere. Layer l has layer_heads[l] / g key/value heads, g =
+      num_heads / kv_heads the GQA group size, so each must be a multiple of g: pruning
+      removes whole kv groups and keeps the ratio. head_dim stays that of the full model.
+    layer_mlp: SwiGLU hidden width of each layer; () = hidden_dim everywhere.
+    layer_head_ids: each layer's heads' indices in the unpruned model; () = 0 … H_l − 1.
+      Retention's decay γ_h depends on the head index, so a kept head keeps its own γ.
   """
   vocab_size: int = 4096
   num_layers: int = 4
@@ -224,11 +232,43 @@ class Llama(nn.Module):
   dropout: float = 0.0
   token_dropout: float = 0.0
   attention: str = "softmax"
+  layer_heads: Tuple[int, ...] = ()
+  layer_mlp: Tuple[int, ...] = ()
+  layer_head_ids: Tuple[Tuple[int, ...], ...] = ()
 
-  def _check_attention(self):
+  def _check_fields(self):
+    """Raises ValueError on an unknown `attention` or inconsistent per-layer widths."""
     if self.attention not in ATTENTIONS:
       raise ValueError(f"attention={self.attention!r}: expected one of "
                        f"{', '.join(map(repr, ATTENTIONS))}")
+    group = self.num_heads // self.kv_heads
+    for name in ("layer_heads", "layer_mlp", "layer_head_ids"):
+      if getattr(self, name) and len(getattr(self, name)) != self.num_layers:
+        raise ValueError(f"{name} has {len(getattr(self, name))} entries: expected one per "
+                         f"layer ({self.num_layers})")
+    for i in range(self.num_layers):
+      h, ids = self.heads_of(i), self.head_ids_of(i)
+      if h < 1 or h % group or self.mlp_of(i) < 1:
+        raise ValueError(f"layer {i}: {h} heads, mlp width {self.mlp_of(i)}: expected ≥ 1 "
+                         f"heads, a multiple of the GQA group size {group}, and mlp ≥ 1")
+      if ids and len(ids) != h:
+        raise ValueError(f"layer_head_ids[{i}] has {len(ids)} entries: expected {h}")
+
+  def heads_of(self, i: int) -> int:
+    """Query heads of layer i."""
+    return self.layer_heads[i] if self.layer_heads else self.num_heads
+
+  def kv_heads_of(self, i: int) -> int:
+    """Key/value heads of layer i: its query heads / the GQA group size."""
+    return self.heads_of(i) // (self.num_heads // self.kv_heads)
+
+  def mlp_of(self, i: int) -> int:
+    """SwiGLU hidden width of layer i."""
+    return self.layer_mlp[i] if self.layer_mlp else self.hidden_dim
+
+  def head_ids_of(self, i: int) -> Tuple[int, ...]:
+    """Original indices of layer i's heads; () when unpruned."""
+    return tuple(self.layer_head_ids[i]) if self.layer_head_ids else ()
 
   @property
   def kv_heads(self) -> int:
@@ -251,16 +291,15 @@ class Llama(nn.Module):
   def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> Cache:
     """An empty cache for `batch_size` sequences of up to `max_len` tokens (retention:
     a float32 state of fixed size whatever `max_len` and `dtype`)."""
-    self._check_attention()
+    self._check_fields()
+    d = self.dims_per_head
     if self.attention == "retention":
-      d = self.dims_per_head
-      return {"index": jnp.zeros((), jnp.int32),
-              "layers": tuple(retention.init_state(batch_size, self.num_heads, d, d)
-                              for _ in range(self.num_layers))}
-    shape = (batch_size, max_len, self.kv_heads, self.dims_per_head)
-    layer = lambda: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+      layer = lambda i: retention.init_state(batch_size, self.heads_of(i), d, d)
+    else:
+      shape = lambda i: (batch_size, max_len, self.kv_heads_of(i), d)
+      layer = lambda i: {"k": jnp.zeros(shape(i), dtype), "v": jnp.zeros(shape(i), dtype)}
     return {"index": jnp.zeros((), jnp.int32),
-            "layers": tuple(layer() for _ in range(self.num_layers))}
+            "layers": tuple(layer(i) for i in range(self.num_layers))}
 
   @nn.compact
   def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
@@ -277,7 +316,7 @@ class Llama(nn.Module):
         None means the final 1-bit weights.
       deterministic: False applies `dropout` / `token_dropout` (training).
     """
-    self._check_attention()
+    self._check_fields()
     if self.embed_dim % self.num_heads and not self.head_dim:
       raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads="
                        f"{self.num_heads}; set head_dim")
@@ -294,9 +333,7 @@ class Llama(nn.Module):
     block_cls = nn.remat(Block, static_argnums=(6,)) if self.remat else Block
     new_layers = []
     for i in range(self.num_layers):
-      block = block_cls(self.num_heads, self.kv_heads, self.dims_per_head, self.hidden_dim,
-                        self.rope_theta, self.norm_eps, self.qkv_bias, self.dtype, self.binarize,
-                        self.rope_2d, self.dropout, self.attention, name=f"layers_{i}")
+      block = layer_block(self, i, block_cls, name=f"layers_{i}")
       x, layer_cache = block(x, positions, None if cache is None else cache["layers"][i], index,
                              progress, deterministic)
       new_layers.append(layer_cache)
@@ -310,6 +347,15 @@ class Llama(nn.Module):
     if cache is None:
       return logits
     return logits, {"index": index + t, "layers": tuple(new_layers)}
+
+
+def layer_block(model: Llama, i: int, block_cls=Block, **kwargs) -> Block:
+  """Layer i of `model` as a `Block` with that layer's own widths (`kwargs`: e.g. name); a
+  plain function so that it also builds a standalone block outside `Llama.__call__`."""
+  return block_cls(model.heads_of(i), model.kv_heads_of(i), model.dims_per_head,
+                   model.mlp_of(i), model.rope_theta, model.norm_eps, model.qkv_bias,
+                   model.dtype, model.binarize, model.rope_2d, model.dropout, model.attention,
+                   model.head_ids_of(i), **kwargs)
 
 
 def num_params(params) -> int:

@@ -1,7 +1,7 @@
 """RetNet's multi-scale retention as a drop-in for the LLaMA decoder's attention
 (`Llama(attention='retention')`; the math is `effcomp.nn.retention`'s)."""
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -40,6 +40,7 @@ class Retention(nn.Module):
   binarize: Optional[BinarizeSpec] = None
   rope_2d: bool = False
   norm_eps: float = 1e-5
+  head_ids: Tuple[int, ...] = ()  # the heads' indices in the unpruned layer (γ of each)
 
   @nn.compact
   def __call__(self, x, positions, cache: Optional[retention.State] = None,
@@ -60,6 +61,8 @@ class Retention(nn.Module):
     q, k = apply_rope(q, cos, sin), apply_rope(k * d ** -0.5, cos, sin)
     k, v = jnp.repeat(k, h // kv, axis=2), jnp.repeat(v, h // kv, axis=2)  # as `causal_attention`
     gamma = retention.decay_rates(h)
+    if self.head_ids:  # a structurally pruned layer: each kept head keeps its own decay
+      gamma = retention.decay_rates(max(self.head_ids) + 1)[jnp.asarray(self.head_ids)]
     if cache is None:  # without the score-row division, which decoding cannot reproduce
       out = retention.parallel_retention(q, k, v, gamma, normalize_scores=False)
     elif t == 1:

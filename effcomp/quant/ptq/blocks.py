@@ -134,10 +134,10 @@ class BlockModel:
 
 
 def for_llama(model: llama_lib.Llama) -> BlockModel:
-  """Block view of `Llama`; batch = tokens [N, T]."""
-  block = llama_lib.Block(model.num_heads, model.kv_heads, model.dims_per_head,
-                          model.hidden_dim, model.rope_theta, model.norm_eps, model.qkv_bias,
-                          model.dtype, attention=model.attention)
+  """Block view of `Llama`; batch = tokens [N, T]. Each block has its layer's own widths
+  (`Llama.layer_heads`, `layer_mlp`: a structurally pruned model)."""
+  model = model.clone(dropout=0.0, binarizer="none", rope_2d=False)  # as PTQ always saw them
+  blocks = [llama_lib.layer_block(model, i) for i in range(model.num_layers)]
   retention = model.attention == "retention"
 
   def embed(params, tokens):
@@ -145,7 +145,7 @@ def for_llama(model: llama_lib.Llama) -> BlockModel:
 
   def block_fn(i, block_params, h, tokens):
     positions = jnp.broadcast_to(jnp.arange(h.shape[1]), h.shape[:2])
-    return block.apply({"params": block_params}, h, positions)[0]
+    return blocks[i].apply({"params": block_params}, h, positions)[0]
 
   def head(params, h, tokens):
     h = llama_lib.rms_norm(h, params["final_norm"]["scale"], model.norm_eps)
