@@ -107,14 +107,14 @@ def train_detector(detector, kind, root):
 
 def main(argv):
   del argv
+  unknown = sorted(set(FLAGS.detectors) - set(NAMES))
+  if unknown:
+    raise ValueError(f"--detectors: unknown {unknown}; expected some of {sorted(NAMES)}")
+  t_start = time.time()  # the wall time below includes training missing generators
   generators = cli.named_pairs("generators", FLAGS.generators, "<kind>=<run workdir>")
   if FLAGS.train_generators:
     generators += [(kind, trained_generator(kind, spec)) for kind, spec in cli.named_pairs(
         "train_generators", FLAGS.train_generators, "<kind>=<config>")]
-  unknown = sorted(set(FLAGS.detectors) - set(NAMES))
-  if unknown:
-    raise ValueError(f"--detectors: unknown {unknown}; expected some of {sorted(NAMES)}")
-  t_start = time.time()
   root = os.path.join(FLAGS.runs_dir, "mini")
   shutil.rmtree(os.path.join(FLAGS.runs_dir, "data"), ignore_errors=True)  # built from root
   provenance = write_mini(root, generators)

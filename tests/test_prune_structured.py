@@ -140,6 +140,7 @@ def test_taylor_first_order_term_matches_a_finite_difference():
   np.testing.assert_allclose(float(jnp.sum(w * grad * rows)), float(fd), rtol=2e-2, atol=1e-5)
 
 
+@pytest.mark.slow  # ≈ 20 s of decoding compiles: make test-slow
 def test_pruned_model_inits_runs_and_decodes_with_a_cache():
   model = llama.Llama(vocab_size=VOCAB, num_layers=3, embed_dim=E, num_heads=HEADS,
                       num_kv_heads=2, mlp_dim=MLP, layer_heads=(2, 4, 2), layer_mlp=(8, 48, 20))

@@ -142,6 +142,7 @@ def test_causal(small):
   assert np.abs(a[:, 8:] - b[:, 8:]).max() > 1e-3
 
 
+@pytest.mark.slow  # ≈ 20 s (cached decoding = the full forward is a default test): make test-slow
 def test_greedy_generation_equals_recomputation(small):
   model, params, tokens = small
   assert_greedy_generation_recomputes(model, params, tokens[:, :4])
