@@ -94,6 +94,16 @@ def assert_greedy_generation_recomputes(model, params, prompt, new_tokens: int =
   np.testing.assert_array_equal(out, seq)
 
 
+def assert_causal(model, params, tokens, cut: int = 8) -> None:
+  """Changing tokens from position `cut` on leaves the logits before it exactly as they were
+  and changes those after it."""
+  changed = tokens.at[:, cut:].set((tokens[:, cut:] + 5) % model.vocab_size)
+  a = model.apply({"params": params}, tokens)
+  b = model.apply({"params": params}, changed)
+  np.testing.assert_allclose(a[:, :cut], b[:, :cut], atol=1e-6)
+  assert np.abs(a[:, cut:] - b[:, cut:]).max() > 1e-3
+
+
 def upscaled_size(tmp_path, workdir: str, lr_size: tuple) -> tuple:
   """(width, height) of a random uint8 LR of `lr_size` (H, W) upscaled by the run in
   `workdir` through `experiments/upscale.py`, in 8-pixel tiles overlapping by 2."""
