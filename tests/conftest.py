@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from effcomp.models.lm import generate
+from effcomp.models.lm import generate, llama
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -70,6 +71,18 @@ def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: boo
 def train_args(workdir: str, config: str = "configs/demo.py", *overrides: str) -> list:
   return ["experiments/train.py", f"--config={config}", f"--workdir={workdir}",
           "--config.train.progress_bar=False", *overrides]
+
+
+def small_llama(rows: int, batch: int):
+  """(model, params, tokens [rows, 17], calibration batches of `batch` rows [batch, 16]): the
+  two-layer GQA LLaMA (vocabulary 128, width 64) the PTQ, pruning and compression tests
+  work on."""
+  model = llama.Llama(vocab_size=128, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=2,
+                      mlp_dim=96, tie_embeddings=False)
+  tokens = jax.random.randint(jax.random.key(0), (rows, 17), 3, 128)
+  params = nn.unbox(model.init(jax.random.key(1), tokens[:, :-1])["params"])
+  calib = [np.asarray(tokens[i:i + batch, :-1]) for i in range(0, rows, batch)]
+  return model, params, tokens, calib
 
 
 def train_tiny_lm(workdir: str) -> None:

@@ -3,16 +3,14 @@ quantization, factor pairs get quantized), the storage count, save/load, and the
 
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_python, train_tiny_lm
+from conftest import run_python, small_llama, train_tiny_lm
 from effcomp import config as config_lib
 from effcomp.lowrank import factorized_dense
-from effcomp.models.lm import llama
 from effcomp.prune import masks as masks_lib
 from effcomp.prune import storage
 from effcomp.quant import fake_quant
@@ -22,12 +20,7 @@ from effcomp.runs import compress
 
 @pytest.fixture(scope="module")
 def small():
-  model = llama.Llama(vocab_size=128, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=2,
-                      mlp_dim=96, tie_embeddings=False)
-  tokens = jax.random.randint(jax.random.key(0), (32, 17), 3, 128)
-  params = nn.unbox(model.init(jax.random.key(1), tokens[:, :-1])["params"])
-  calib = [np.asarray(tokens[i:i + 16, :-1]) for i in (0, 16)]
-  return model, params, tokens, calib
+  return small_llama(32, 16)
 
 
 def test_recipes_parse_and_bad_ones_say_why():

@@ -7,18 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effcomp.models.lm import bert, llama
+from conftest import small_llama
+from effcomp.models.lm import bert
 from effcomp.prune import masks, prune_model, storage, wanda
 from effcomp.quant.ptq import blocks
 
 
 @pytest.fixture(scope="module")
 def small():
-  model = llama.Llama(vocab_size=128, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=2,
-                      mlp_dim=96, tie_embeddings=False)
-  tokens = jax.random.randint(jax.random.key(0), (16, 17), 3, 128)
-  params = nn.unbox(model.init(jax.random.key(1), tokens[:, :-1])["params"])
-  calib = [np.asarray(tokens[i:i + 8, :-1]) for i in (0, 8)]
+  model, params, _, calib = small_llama(16, 8)
   return model, params, calib
 
 

@@ -2,27 +2,21 @@
 
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_python, train_tiny_lm
-from effcomp.models.lm import llama
+from conftest import run_python, small_llama, train_tiny_lm
 from effcomp.quant import fake_quant, pack_int
 from effcomp.quant.ptq import blocks, evaluate, quantize
 
 
 @pytest.fixture(scope="module")
 def small():
-  model = llama.Llama(vocab_size=128, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=2,
-                      mlp_dim=96, tie_embeddings=False)
-  tokens = jax.random.randint(jax.random.key(0), (32, 17), 3, 128)
-  params = nn.unbox(model.init(jax.random.key(1), tokens[:, :-1])["params"])
+  model, params, tokens, calib = small_llama(32, 16)
   # A few large input channels, as trained LLMs have (what SmoothQuant/AWQ/CFP address).
   params["layers_0"]["attn_norm"]["scale"] = params["layers_0"]["attn_norm"]["scale"].at[:3].set(20.0)
-  calib = [np.asarray(tokens[i:i + 16, :-1]) for i in (0, 16)]
   return model, params, tokens, calib
 
 

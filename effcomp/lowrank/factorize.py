@@ -93,10 +93,8 @@ def _block_stats(method: str, bm: blocks_lib.BlockModel, i: int, block_params, h
   for group in bm.groups(i):
     xs = inputs[group.kernels[0]]
     if method == "svdllm":
-      state = hessian.init(xs[0].shape[-1])
-      for x in xs:
-        state = hessian.update(state, x)
-      stat = whitened.whitening_factor(state.hessian, options.get("damp", 0.0))
+      stat = whitened.whitening_factor(hessian.accumulate(xs).hessian,
+                                       options.get("damp", 0.0))
     else:
       stat = whitened.activation_scale(whitened.abs_mean(xs),
                                        options.get("alpha", whitened.ASVD_ALPHA))

@@ -61,15 +61,10 @@ def _prune_group(method: str, params, group: blocks_lib.LinearGroup, xs: Sequenc
                  keep: Dict[str, np.ndarray]):
   """`params` with the kernels of `group` pruned given their shared inputs `xs`
   ([N, T, in] per batch, or None for magnitude); their keep masks go into `keep`."""
-  first = blocks_lib.get_path(params, group.kernels[0])
   if method == "wanda":
-    state = wanda.init(first.shape[0])
-    for x in xs:
-      state = wanda.update(state, x)
+    state = wanda.accumulate(xs)
   elif method == "sparsegpt":
-    state = hessian.init(first.shape[0])
-    for x in xs:
-      state = hessian.update(state, x)
+    state = hessian.accumulate(xs)
   for path in group.kernels:
     w = blocks_lib.get_path(params, path)
     w32 = jnp.asarray(w, jnp.float32)

@@ -255,12 +255,7 @@ def select(model: llama_lib.Llama, params, calib: Sequence[Any], score: str = "w
     for i in range(model.num_layers):
       inputs = sequential.linear_inputs(bm, i, params, hs, calib, None)
       o, down = (f"layers_{i}/attn/o/kernel", f"layers_{i}/mlp/down/kernel")
-      sq = {}
-      for path in (o, down):
-        state = wanda.init(blocks_lib.get_path(params, path).shape[0])
-        for x in inputs[path]:
-          state = wanda.update(state, x)
-        sq[path] = state.sq_norm
+      sq = {path: wanda.accumulate(inputs[path]).sq_norm for path in (o, down)}
       hsc, csc = wanda_sp_scores(blocks_lib.get_path(params, o), sq[o],
                                  blocks_lib.get_path(params, down), sq[down],
                                  _group_size(model), model.dims_per_head)

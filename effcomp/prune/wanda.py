@@ -14,7 +14,7 @@ by the constant seq_len, which changes no comparison within an output.
 The magnitude baseline (`prune_magnitude`) scores |W| alone, compared over the whole layer.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +54,20 @@ def update(state: NormState, x: Array) -> NormState:
   return NormState(sq_norm, count)
 
 
+def accumulate(xs: Sequence[Array]) -> NormState:
+  """The state after `update` with each of `xs` (a layer's inputs per calibration batch,
+  each [..., in])."""
+  if not len(xs):
+    raise ValueError("xs is empty: expected the layer's inputs of at least one batch")
+  state = init(xs[0].shape[-1])
+  for x in xs:
+    state = update(state, x)
+  return state
+
+
 def from_inputs(x: Array) -> Array:
   """Σ x_j² / N [in] of the rows of `x` [..., in] in one go."""
-  return update(init(x.shape[-1]), x).sq_norm
+  return accumulate([x]).sq_norm
 
 
 def wanda_score(w: Array, sq_norm: Array) -> Array:

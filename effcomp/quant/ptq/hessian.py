@@ -15,7 +15,7 @@ of `gptq.gptq_quantize` is the mean squared output error per token, ‖X W − X
 (plus the damping term).
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +64,17 @@ def update(state: HessianState, x: Array) -> HessianState:
   return HessianState(hessian, count)
 
 
+def accumulate(xs: Sequence[Array]) -> HessianState:
+  """The state after `update` with each of `xs` (a layer's inputs per calibration batch,
+  each [..., in])."""
+  if not len(xs):
+    raise ValueError("xs is empty: expected the layer's inputs of at least one batch")
+  state = init(xs[0].shape[-1])
+  for x in xs:
+    state = update(state, x)
+  return state
+
+
 def from_inputs(x: Array) -> Array:
   """H = 2/N XᵀX [in, in] of the rows of `x` [..., in] in one go."""
-  return update(init(x.shape[-1]), x).hessian
+  return accumulate([x]).hessian

@@ -77,13 +77,11 @@ def _quantize_kernels(method: str, params, group: blocks_lib.LinearGroup, xs, sp
   for path in group.kernels:
     w = blocks_lib.get_path(params, path)
     if method == "gptq":
-      state = hessian.init(w.shape[0])
-      for x in xs:
-        state = hessian.update(state, x)
+      h = hessian.accumulate(xs).hessian
       act_order = options.get("act_order", False)
       # With act_order, groups of consecutive rows (static_groups) keep the codes packable
       # without a per-row group index.
-      w_hat, info = gptq.gptq_quantize(w, state[0], spec, act_order=act_order,
+      w_hat, info = gptq.gptq_quantize(w, h, spec, act_order=act_order,
                                        static_groups=act_order and spec.granularity == "group",
                                        keep=keep.get(path))
       scales[path] = (info["scale"], info["zero"])
