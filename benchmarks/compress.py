@@ -6,10 +6,11 @@ lm_tiny and all-MiniLM-L6-v2, and retention against softmax attention.
    (`effcomp/runs/compress.py`): magnitude, Wanda and SparseGPT at 50 % unstructured and
    2:4; structured pruning of 25 % and 50 % of each layer's heads and MLP channels by
    Wanda-sp and LLM-Pruner's Taylor score (`STRUCTURED`, lm_tiny only: a LLaMA); SVD, ASVD
-   and SVD-LLM at 50 % of the block kernels' parameters; two composed recipes. Per row: size (MiB as stored, `compress.storage_bytes`, and its ratio to
-   float32), validation perplexity (lm_tiny) or the mean cosine of sentence embeddings to
-   the original's (MiniLM), the compression's wall time, and the CPU latency of a forward
-   relative to the dense model, measured side by side.
+   and SVD-LLM at 50 % of the block kernels' parameters; two composed recipes. Per row:
+   size (MiB as stored, `compress.storage_bytes`, and its ratio to float32), validation
+   perplexity (lm_tiny) or the mean cosine of sentence embeddings to the original's
+   (MiniLM), the compression's wall time, and the CPU latency of a forward relative to the
+   dense model, measured side by side.
 2. Retention (RetNet) against softmax attention: lm_tiny trained from scratch both ways
    (`configs/lm_tiny.py:attention=retention`), the same budget: validation perplexity and
    greedy-decoding speed (tokens/s of the 64 tokens after a prompt of L tokens, from
@@ -31,12 +32,12 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from effcomp import runs  # noqa: E402
 from effcomp.models.lm import generate  # noqa: E402
+from effcomp.quant import pack  # noqa: E402
 from effcomp.quant.ptq import evaluate  # noqa: E402
 from effcomp.runs import compress  # noqa: E402
 from effcomp.runs import quantize as runs_quantize  # noqa: E402
@@ -59,8 +60,14 @@ RECIPES = (
 )
 
 
-def compress_rows(name, measure, src, dense_row, recipes):
-  rows = [{"model": name, "recipe": "dense (float32)", **dense_row}]
+def dense_row(params, **metric):
+  """The uncompressed model's row: float32 size, no compression, latency 1."""
+  return {"MB": compress.float32_bytes(params) / 2**20, "size ratio": 1.0, "compress s": 0.0,
+          "latency ratio": 1.0, **metric}
+
+
+def compress_rows(name, measure, src, dense, recipes):
+  rows = [{"model": name, "recipe": "dense (float32)", **dense}]
   for recipe in recipes:
     _, row = measure(src, compress.parse_recipe(recipe))
     rows.append({"model": name, **{k: v for k, v in row.items() if k != "steps"}})
@@ -71,18 +78,15 @@ def compress_rows(name, measure, src, dense_row, recipes):
 def lm_rows():
   src = runs_quantize.lm_source(runs.open(common.trained_lm_tiny(FLAGS.lm_workdir)),
                                 FLAGS.calib_samples)
-  dense = {"MB": sum(x.size * 4 for x in jax.tree.leaves(src.params)) / 2**20,
-           "size ratio": 1.0, "compress s": 0.0, "latency ratio": 1.0,
-           "perplexity": evaluate.perplexity(src.model, src.params, src.eval_rows,
-                                             src.tokenizer.pad_id)}
+  dense = dense_row(src.params, perplexity=evaluate.perplexity(
+      src.model, src.params, src.eval_rows, src.tokenizer.pad_id))
   return compress_rows("lm_tiny", compress.measure_lm, src, dense,
                        RECIPES[:6] + STRUCTURED + RECIPES[6:])
 
 
 def minilm_rows():
   src = runs_quantize.encoder_source(FLAGS.calib_samples)
-  dense = {"MB": sum(x.size * 4 for x in jax.tree.leaves(src.encoder.params)) / 2**20,
-           "size ratio": 1.0, "compress s": 0.0, "latency ratio": 1.0, "cosine": 1.0}
+  dense = dense_row(src.encoder.params, cosine=1.0)
   return compress_rows("all-MiniLM-L6-v2", compress.measure_encoder, src, dense, RECIPES)
 
 
@@ -100,19 +104,12 @@ def retention_rows():
   speed = []
   for context in map(int, FLAGS.contexts):
     prompt = jnp.ones((1, context), jnp.int32)
-    calls = [(name, n, jax.jit(lambda p, n=n, run=run: generate.generate(
-        run.model, p, prompt, max_new_tokens=n, rng=jax.random.key(0))), run.params)
-        for name, run in runs_.items() for n in (1, 65)]
-    times = {(name, n): [] for name, n, _, _ in calls}
-    for _, _, fn, params in calls:
-      jax.block_until_ready(fn(params))
-    for _ in range(5):
-      for name, n, fn, params in calls:
-        start = time.perf_counter()
-        jax.block_until_ready(fn(params))
-        times[(name, n)].append(time.perf_counter() - start)
-    rate = {name: 64 / (np.median(times[(name, 65)]) - np.median(times[(name, 1)]))
-            for name in runs_}
+    keys = [(name, n) for name in runs_ for n in (1, 65)]
+    seconds = dict(zip(keys, pack.median_times(
+        [(jax.jit(lambda p, n=n, run=runs_[name]: generate.generate(
+            run.model, p, prompt, max_new_tokens=n, rng=jax.random.key(0))),
+          (runs_[name].params,)) for name, n in keys], repeats=5)))
+    rate = {name: 64 / (seconds[(name, 65)] - seconds[(name, 1)]) for name in runs_}
     speed.append({"context": context, "softmax tokens/s": rate["softmax"],
                   "retention tokens/s": rate["retention"],
                   "retention / softmax": rate["retention"] / rate["softmax"]})

@@ -41,7 +41,7 @@ from effcomp.lowrank import factorize, factorized_dense
 from effcomp.models.lm import llama as llama_lib
 from effcomp.prune import masks as masks_lib
 from effcomp.prune import prune_model, storage, structured
-from effcomp.quant import fake_quant
+from effcomp.quant import fake_quant, pack
 from effcomp.quant.ptq import blocks as blocks_lib
 from effcomp.quant.ptq import evaluate, quantize
 from effcomp.runs import quantize as runs_quantize
@@ -195,21 +195,20 @@ def storage_bytes(c: Compressed) -> int:
   return int(np.ceil(total))
 
 
+def float32_bytes(params) -> int:
+  """Bytes of `params` stored as float32: the uncompressed model's size."""
+  return sum(x.size * 4 for x in jax.tree.leaves(params))
+
+
 def latency_ratio(dense_fn, dense_args: Sequence[Any], compressed_fn, compressed_args:
                   Sequence[Any], repeats: int = 7) -> float:
   """Median seconds of `compressed_fn(*compressed_args)` over `dense_fn(*dense_args)`, both
-  jitted, timed in alternation after a warm-up call each (noise on a shared CPU hits both
-  alike)."""
-  calls = [(jax.jit(dense_fn), dense_args), (jax.jit(compressed_fn), compressed_args)]
-  times: List[List[float]] = [[], []]
-  for fn, args in calls:
-    jax.block_until_ready(fn(*args))
-  for _ in range(repeats):
-    for (fn, args), t in zip(calls, times):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      t.append(time.perf_counter() - start)
-  return float(np.median(times[1]) / np.median(times[0]))
+  jitted, timed in alternation after warm-up calls (`pack.median_times`: noise on a shared
+  CPU hits both alike)."""
+  dense, compressed = pack.median_times(
+      [(jax.jit(dense_fn), tuple(dense_args)), (jax.jit(compressed_fn), tuple(compressed_args))],
+      repeats)
+  return compressed / dense
 
 
 def forward(model):
@@ -221,9 +220,9 @@ def forward(model):
 
 
 def _row(steps, c: Compressed, dense_params, seconds: float, latency: float) -> Dict[str, Any]:
-  dense = sum(x.size * 4 for x in jax.tree.leaves(dense_params))
+  stored = storage_bytes(c)
   return {"recipe": "+".join(f"{s.method}:{s.setting}" for s in steps),
-          "MB": storage_bytes(c) / 2**20, "size ratio": storage_bytes(c) / dense,
+          "MB": stored / 2**20, "size ratio": stored / float32_bytes(dense_params),
           "compress s": seconds, "latency ratio": latency, "steps": c.reports}
 
 
