@@ -85,8 +85,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
   # Start from another run's newest params (and model state), e.g. step 2 of a two-step
-  # recipe; used only when this workdir has no checkpoint yet.
-  c.init = ml_collections.ConfigDict({"workdir": ""})
+  # recipe; used only when this workdir has no checkpoint yet. `ema`: its EMA params;
+  # `partial`: leaves it lacks keep their fresh initialization (an elastic model started
+  # from a plain one).
+  c.init = ml_collections.ConfigDict({"workdir": "", "ema": False, "partial": False})
 
   # A frozen teacher for distillation tasks: the workdir of a finished run and its model
   # (an empty model name: the model that run recorded in its config.json).

@@ -4,6 +4,7 @@ size; the largest configuration is a plain DiT."""
 import os
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,10 +14,10 @@ from conftest import run_python, train_args
 from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.diffusion import objectives
-from effcomp.models.dit.dit import DiT
+from effcomp.models.dit.dit import DiT, patchify, sincos_pos_embed_2d, unpatchify
 from effcomp.models.dit.elastic import ElasticDiT, avg_pool, block_indices
 from effcomp.tasks import diffusion
-from effcomp.train import metrics_writer
+from effcomp.train import checkpoint, metrics_writer, trainer
 
 SIZE = dict(input_size=8, in_channels=2, hidden_size=32, depth=4, num_heads=2, num_classes=3,
             learn_sigma=False)
@@ -79,20 +80,44 @@ def test_a_shallow_configuration_runs_its_blocks_and_skips_the_others():
   assert float(jnp.abs(run(params) - run(used)).max()) > 1e-3
 
 
-def test_coarse_patch_at_init_is_the_pi_resized_base_patch():
+def _zero_coarse_layers(params):
+  return {k: (jax.tree.map(jnp.zeros_like, v) if k.endswith("_p4") else v)
+          for k, v in params.items()}
+
+
+def test_coarse_patch_at_init_is_the_pi_resized_base_patch_at_merged_positions():
   """With the coarse residual layers zero (their initialization), a 4-pixel patch embeds as
-  its 2×2-average-pooled 2-pixel patch, and the output is the base prediction upsampled."""
+  its 2×2-average-pooled 2-pixel patch at the mean position of the 2×2 fine tokens it
+  covers, and the output is the base prediction upsampled."""
   model = _model()
   x, t, y = _inputs()
-  params = _randomized(model.init(jax.random.key(0), x, t, y)["params"])
-  params = {k: (jax.tree.map(jnp.zeros_like, v) if k.endswith("_p4") else v)
-            for k, v in params.items()}
+  params = _zero_coarse_layers(_randomized(model.init(jax.random.key(0), x, t, y)["params"]))
   coarse = model.apply({"params": params}, x, t, y, patch_size=4)
-  # The same network on the pooled 4×4 image at patch 2 gives the base prediction.
+  fine = sincos_pos_embed_2d(32, 4)  # row-major 4×4 fine grid
+  merged_positions = np.stack([fine[[8 * i + 2 * j, 8 * i + 2 * j + 1, 8 * i + 2 * j + 4,
+                                     8 * i + 2 * j + 5]].mean(0)
+                               for i in range(2) for j in range(2)])
+
+  class Merged(ElasticDiT):  # by hand: pooled patches, merged positions, blocks, upsampling
+    @nn.compact
+    def __call__(self, x, t, y):
+      tokens = self.embed_patches(patchify(avg_pool(x, 2), 2), 2, merged_positions)
+      c = self.condition(t, y, False, None)
+      for block in self.blocks():
+        tokens = block(tokens, c)
+      return jax.image.resize(unpatchify(self.final_layer(tokens, c), 2, 2, 2), x.shape,
+                              "bilinear")
+
+  merged = Merged(patch_size=2, depths=(4,), patch_sizes=(2, 4), **SIZE)
+  np.testing.assert_allclose(coarse, merged.apply({"params": params}, x, t, y), atol=1e-5)
+  # merge_positions=False: the coarse grid's own positions, i.e. the same network on the
+  # 2×2-average-pooled image at patch 2.
+  own = _model(merge_positions=False).apply({"params": params}, x, t, y, patch_size=4)
   small = ElasticDiT(patch_size=2, depths=(4,), patch_sizes=(2,), **{**SIZE, "input_size": 4})
   base = small.apply({"params": {k: v for k, v in params.items() if not k.endswith("_p4")}},
                      avg_pool(x, 2), t, y)
-  np.testing.assert_allclose(coarse, jax.image.resize(base, x.shape, "bilinear"), atol=1e-5)
+  np.testing.assert_allclose(own, jax.image.resize(base, x.shape, "bilinear"), atol=1e-5)
+  assert float(jnp.abs(own - coarse).max()) > 1e-3
 
 
 def test_gradients_reach_the_coarse_layers_only_when_they_run():
@@ -163,6 +188,21 @@ def test_sandwich_loss_is_the_largest_plus_the_smallest_with_distillation():
   small, v_small = run(2, 4)
   want = big + small + 0.5 * jnp.mean(jnp.square(v_small - v_big), axis=(1, 2, 3))
   np.testing.assert_allclose(loss, jnp.mean(want), rtol=1e-5)
+
+
+def test_init_partial_starts_an_elastic_model_from_a_plain_dit(tmp_path):
+  exp = runs.setup(_elastic_config(**{"init.workdir": str(tmp_path / "plain"), "init.ema": True,
+                                      "init.partial": True}))
+  # A plain DiT-T/2 of depth 6 has the elastic tree without the coarse patch layers.
+  source = {k: v for k, v in _randomized(exp.state.params).items() if not k.endswith("_p4")}
+  checkpoint.save_variables(str(tmp_path / "plain"), {"params": source}, ema=True)
+  state = trainer._init_from(exp.state, exp, exp.config.init)
+  params = flax.linen.unbox(state.params)
+  for name, value in params.items():  # the shared leaves are the plain DiT's, the rest fresh
+    want = source[name] if name in source else flax.linen.unbox(exp.state.params)[name]
+    jax.tree.map(np.testing.assert_array_equal, value, want)
+  assert set(params) - set(source) == {"x_embedder_p4", "final_linear_p4"}
+  jax.tree.map(np.testing.assert_array_equal, flax.linen.unbox(state.ema_params), params)
 
 
 @pytest.mark.slow  # ~40 s (the sandwich's six branches and two samplers compile): make test-slow

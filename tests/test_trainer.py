@@ -114,3 +114,19 @@ def test_run_records_fall_back_to_the_launch_scripts_commit_file(tmp_path):
   (tmp_path / run_info.COMMIT_FILE).write_text("abc123-dirty\n")
   assert run_info.git_commit(str(tmp_path)) == "abc123-dirty"
   assert len(run_info.git_commit().split("+")[0]) == 40  # this checkout: a real commit
+
+
+def test_restore_variables_missing_ok_reads_the_stored_part_and_checks_shapes(tmp_path):
+  stored = {"params": {"a": {"k": np.arange(6.0).reshape(2, 3)}, "b": np.ones(4)}}
+  checkpoint.save_variables(str(tmp_path / "run"), stored, ema=True)
+  abstract = lambda shape: jax.ShapeDtypeStruct(shape, np.float32)
+  target = {"params": {"a": {"k": abstract((2, 3)), "new": abstract((5,))}, "b": abstract((4,)),
+                       "c": {"d": abstract((1,))}}}
+  with pytest.raises(ValueError, match="lacks 2 of the variables asked for: /params/a/new, /params/c"):
+    checkpoint.restore_variables(str(tmp_path / "run"), target)
+  got = checkpoint.restore_variables(str(tmp_path / "run"), target, ema=True, missing_ok=True)
+  assert jax.tree.structure(got) == jax.tree.structure(stored)
+  np.testing.assert_array_equal(got["params"]["a"]["k"], stored["params"]["a"]["k"])
+  target["params"]["b"] = abstract((3,))
+  with pytest.raises(ValueError, match="/b at shape \\(4,\\); expected \\(3,\\)"):
+    checkpoint.restore_variables(str(tmp_path / "run"), target, missing_ok=True)

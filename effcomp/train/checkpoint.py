@@ -112,12 +112,16 @@ class Checkpointer:
     self._manager.close()
 
 
-def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False) -> Any:
+def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False,
+                      missing_ok: bool = False) -> Any:
   """The newest `params` and model state of the run in `workdir` (a teacher, an init).
 
   `abstract_variables` is `{'params': ..., <collection>: ...}` of `jax.ShapeDtypeStruct`s
   with the shardings to restore into; optimizer state and the rest are not read. With
   `ema`, 'params' are the run's EMA of the parameters (it must have trained with one).
+  A leaf the run lacks is a ValueError naming it, or, with `missing_ok`, left out of the
+  result (a larger model started from a smaller one's weights); a leaf it holds at another
+  shape is a ValueError naming it.
   """
   directory = _absolute(workdir) / "checkpoints"
   if not directory.exists():
@@ -133,13 +137,40 @@ def restore_variables(workdir: str, abstract_variables: Any, ema: bool = False) 
     target = {key: abstract_variables["params"]}
     if model_state:  # (an empty one would not match a run that kept some, e.g. a GAN's)
       target["model_state"] = model_state
+    # orbax's partial restore would hand back a leaf the run lacks as its placeholder.
+    stored = ocp.PyTreeCheckpointer().metadata(directory / str(step) / "state")
+    missing = []
+    target = _stored_part(target, stored.item_metadata.tree, workdir, "", missing)
+    if missing and not missing_ok:
+      raise ValueError(f"workdir={workdir!r} lacks {len(missing)} of the variables asked "
+                       f"for: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True)))["state"]
   finally:
     manager.close()
-  return {"params": restored[key], **restored.get("model_state", {})}
+  return {"params": restored.get(key, {}), **restored.get("model_state", {})}
+
+
+def _stored_part(target: Any, stored: Any, workdir: str, path: str, missing: list) -> Any:
+  """The part of the nested dict `target` that `stored` (a checkpoint's metadata tree)
+  also holds; the paths it lacks are appended to `missing`; a shared leaf of another
+  shape is a ValueError naming it."""
+  if not isinstance(target, dict):
+    if tuple(target.shape) != tuple(stored.shape):
+      raise ValueError(f"workdir={workdir!r} holds {path} at shape {tuple(stored.shape)}; "
+                       f"expected {tuple(target.shape)}")
+    return target
+  part = {}
+  for name, value in target.items():
+    if isinstance(stored, dict) and name in stored:
+      kept = _stored_part(value, stored[name], workdir, f"{path}/{name}", missing)
+      if not isinstance(kept, dict) or kept:
+        part[name] = kept
+    else:
+      missing.append(f"{path}/{name}")
+  return part
 
 
 def save_variables(workdir: str, variables: Any, step: int = 0, ema: bool = False) -> None:

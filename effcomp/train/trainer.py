@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
+from flax import traverse_util
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
@@ -126,12 +127,21 @@ def _with_params(state: state_lib.TrainState, params, **changes) -> state_lib.Tr
   return state.replace(params=params, ema_params=ema, **changes)
 
 
-def _init_from(state: state_lib.TrainState, exp: Experiment, workdir: str) -> state_lib.TrainState:
-  """`state` with params (and EMA) and model state restored from `workdir`'s newest step."""
+def _init_from(state: state_lib.TrainState, exp: Experiment, init) -> state_lib.TrainState:
+  """`state` with params (and EMA) and model state restored from `init.workdir`'s newest
+  step (its EMA params with `init.ema`); with `init.partial`, the leaves that run lacks
+  keep their fresh initialization."""
+  fresh = {"params": state.params, **state.model_state}
   target = {"params": exp.abstract_state.params, **exp.abstract_state.model_state}
-  variables = checkpoint_lib.restore_variables(workdir, target)
+  variables = checkpoint_lib.restore_variables(init.workdir, target, ema=init.ema,
+                                               missing_ok=init.partial)
+  if init.partial:
+    flat = traverse_util.flatten_dict(fresh, sep="/")
+    stored = traverse_util.flatten_dict(variables, sep="/")
+    logging.info("Fresh (not in %s): %s", init.workdir, sorted(set(flat) - set(stored)))
+    variables = traverse_util.unflatten_dict({**flat, **stored}, sep="/")
   params = variables.pop("params")
-  logging.info("Initialized params from %s", workdir)
+  logging.info("Initialized params from %s", init.workdir)
   return _with_params(state, params, model_state=variables)
 
 
@@ -209,7 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if restored is not None:
     logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
   elif c.init.workdir:
-    state = _init_from(state, exp, c.init.workdir)
+    state = _init_from(state, exp, c.init)
   if restored is None and exp.task.warm_start is not None:
     state, info = _warm_start(state, exp)
     writer.write_scalars(0, info)

@@ -261,10 +261,14 @@ class DiT(nn.Module):
 
   # The pieces of `__call__`, each creating its submodules (called from a compact method;
   # `effcomp.models.dit.elastic` reuses them).
-  def embed_patches(self, patches: jax.Array, grid: int) -> jax.Array:
-    """x_embedder of flattened patches [B, grid², p·p·C] + the 2-D sin-cos positions."""
+  def embed_patches(self, patches: jax.Array, grid: int,
+                    positions: Optional[np.ndarray] = None) -> jax.Array:
+    """x_embedder of flattened patches [B, grid², p·p·C] + `positions` [grid², D]
+    (default: the 2-D sin-cos positions of the grid)."""
     tokens = xavier_dense(self.hidden_size, (None, "embed"), self.dtype, "x_embedder")(patches)
-    return tokens + jnp.asarray(sincos_pos_embed_2d(self.hidden_size, grid), self.dtype)
+    if positions is None:
+      positions = sincos_pos_embed_2d(self.hidden_size, grid)
+    return tokens + jnp.asarray(positions, self.dtype)
 
   def condition(self, t: jax.Array, y: jax.Array, train: bool,
                 force_drop_ids: Optional[jax.Array]) -> jax.Array:
@@ -283,11 +287,18 @@ class DiT(nn.Module):
 
   def final_layer(self, tokens: jax.Array, c: jax.Array) -> jax.Array:
     """adaLN (shift, scale) then the zero-initialized Linear to p·p·C_out per token."""
+    return self.final_projection(self.final_features(tokens, c))
+
+  def final_features(self, tokens: jax.Array, c: jax.Array) -> jax.Array:
+    """The final layer's input: LayerNorm then the adaLN (shift, scale) modulation."""
     shift, scale = adaln(c, 2, self.dtype, "final_adaLN_modulation")
-    tokens = modulate(layer_norm(self.dtype, "final_norm")(tokens), shift, scale)
+    return modulate(layer_norm(self.dtype, "final_norm")(tokens), shift, scale)
+
+  def final_projection(self, features: jax.Array) -> jax.Array:
+    """The zero-initialized Linear to p·p·C_out per token."""
     p = self.patch_size
     return xavier_dense(p * p * self.out_channels, ("embed", None), self.dtype, "final_linear",
-                        zero=True)(tokens)
+                        zero=True)(features)
 
   def forward_with_cfg(self, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float,
                        guided_channels: Optional[int] = None) -> jax.Array:

@@ -18,9 +18,14 @@ how the patch layers are shared, so both follow the nearest published designs:
     its base p-patch prediction upsampled (bilinear) by k. On top, each coarse patch size
     has its own zero-initialized embedding and output residual (`x_embedder_p{kp}`,
     `final_linear_p{kp}`: FlexiDiT, Anagnostidis et al. 2024, adds such per-size patch
-    layers), so a coarse configuration can still predict per-pixel detail. The position
-    embedding is DiT's 2-D sin-cos at the coarse grid. Everything else (the blocks, the
-    conditioning, the final adaLN) is shared.
+    layers) on the input patch and on the final layer's modulated features, so a coarse
+    configuration can still predict per-pixel detail. Positions (`merge_positions`, the
+    default): the area resize of the fine grid's 2-D sin-cos (FlexiViT resizes its position
+    embedding to the new grid too), i.e. a coarse token sits at the mean position of the
+    k×k fine tokens it covers, so the blocks see one geometry at every compression;
+    `merge_positions=False` gives the coarse grid its own sin-cos (the first version: a
+    coarse token one position from its neighbour, as a fine token is; compared in
+    `benchmarks/elasticdit.py`). Everything else (the blocks, the conditioning, the final adaLN) is shared.
 
 At (depth, patch_size) = (max, finest) the model is a plain DiT with the same parameter
 tree (tested equal). `attention='ssba:<b>'` uses Shift Sparse Block Attention in every
@@ -35,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effcomp.models.dit.dit import DiT, patchify, unpatchify
+from effcomp.models.dit.dit import DiT, patchify, sincos_pos_embed_2d, unpatchify
 from effcomp.nn.downsampled_attention import xavier_dense
 from effcomp.nn.sparse_block_attention import parse_attention
 from effcomp.registry import MODELS
@@ -65,6 +70,7 @@ class ElasticDiT(DiT):
   `depth=` / `patch_size=` (None: the largest depth, the finest patch)."""
   depths: Sequence[int] = (28,)
   patch_sizes: Sequence[int] = (2,)
+  merge_positions: bool = True
 
   def configurations(self) -> Tuple[Tuple[int, int], ...]:
     """Every (depth, patch size), the largest first, the smallest last."""
@@ -99,6 +105,7 @@ class ElasticDiT(DiT):
     if depth not in self.depths:
       raise ValueError(f"depth={depth}: expected one of {tuple(self.depths)}")
     p, k, grid = self.patch_size, q // self.patch_size, self.input_size // q
+    fine = self.input_size // p
     x = x.astype(self.dtype)
     # Every coarse size's layers exist in every call: one parameter tree for all.
     extra_in = {s: xavier_dense(self.hidden_size, (None, "embed"), self.dtype,
@@ -106,7 +113,11 @@ class ElasticDiT(DiT):
     extra_out = {s: xavier_dense(s * s * self.out_channels, ("embed", None), self.dtype,
                                  f"final_linear_p{s}", zero=True)
                  for s in self.patch_sizes if s != p}
-    tokens = self.embed_patches(patchify(avg_pool(x, k), p), grid)
+    positions = None  # the grid's own sin-cos
+    if k > 1 and self.merge_positions:  # the means of the fine grid's k×k positions
+      positions = avg_pool(sincos_pos_embed_2d(self.hidden_size, fine).reshape(
+          1, fine, fine, -1), k).reshape(grid * grid, -1)
+    tokens = self.embed_patches(patchify(avg_pool(x, k), p), grid, positions)
     if k > 1:
       tokens = tokens + extra_in[q](patchify(x, q))
     if self.is_initializing():  # create the other sizes' layers too
@@ -121,11 +132,11 @@ class ElasticDiT(DiT):
     if self.is_initializing():  # blocks a shallower first call skipped
       for i in set(range(self.depth)) - set(block_indices(depth, self.depth)):
         blocks[i](tokens, c)
-    base = self.final_layer(tokens, c)
-    out = unpatchify(base, p, grid, self.out_channels)
+    features = self.final_features(tokens, c)
+    out = unpatchify(self.final_projection(features), p, grid, self.out_channels)
     if k > 1:
       b = out.shape[0]
       out = jax.image.resize(out, (b, self.input_size, self.input_size, self.out_channels),
                              "bilinear")
-      out = out + unpatchify(extra_out[q](tokens), q, grid, self.out_channels)
+      out = out + unpatchify(extra_out[q](features), q, grid, self.out_channels)
     return out.astype(jnp.float32)
