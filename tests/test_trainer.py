@@ -122,7 +122,8 @@ def test_restore_variables_missing_ok_reads_the_stored_part_and_checks_shapes(tm
   abstract = lambda shape: jax.ShapeDtypeStruct(shape, np.float32)
   target = {"params": {"a": {"k": abstract((2, 3)), "new": abstract((5,))}, "b": abstract((4,)),
                        "c": {"d": abstract((1,))}}}
-  with pytest.raises(ValueError, match="lacks 2 of the variables asked for: /params/a/new, /params/c"):
+  with pytest.raises(ValueError, match="lacks 2 of the variables asked for: /params/a/new, "
+                     "/params/c"):
     checkpoint.restore_variables(str(tmp_path / "run"), target)
   got = checkpoint.restore_variables(str(tmp_path / "run"), target, ema=True, missing_ok=True)
   assert jax.tree.structure(got) == jax.tree.structure(stored)

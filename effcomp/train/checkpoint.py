@@ -12,6 +12,7 @@ inspection, never overwritten) and the newest readable step is used instead.
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any, Optional, Tuple
 
 import grain
@@ -157,7 +158,7 @@ def _stored_part(target: Any, stored: Any, workdir: str, path: str, missing: lis
   """The part of the nested dict `target` that `stored` (a checkpoint's metadata tree)
   also holds; the paths it lacks are appended to `missing`; a shared leaf of another
   shape is a ValueError naming it."""
-  if not isinstance(target, dict):
+  if not isinstance(target, Mapping):
     if tuple(target.shape) != tuple(stored.shape):
       raise ValueError(f"workdir={workdir!r} holds {path} at shape {tuple(stored.shape)}; "
                        f"expected {tuple(target.shape)}")

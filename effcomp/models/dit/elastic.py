@@ -24,8 +24,8 @@ how the patch layers are shared, so both follow the nearest published designs:
     embedding to the new grid too), i.e. a coarse token sits at the mean position of the
     k×k fine tokens it covers, so the blocks see one geometry at every compression;
     `merge_positions=False` gives the coarse grid its own sin-cos (the first version: a
-    coarse token one position from its neighbour, as a fine token is; compared in
-    `benchmarks/elasticdit.py`). Everything else (the blocks, the conditioning, the final adaLN) is shared.
+    coarse token one position from its neighbour, as a fine token is; measured worse, see
+    the README). Everything else (the blocks, the conditioning, the final adaLN) is shared.
 
 At (depth, patch_size) = (max, finest) the model is a plain DiT with the same parameter
 tree (tested equal). `attention='ssba:<b>'` uses Shift Sparse Block Attention in every
