@@ -19,6 +19,8 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from effcomp.quant.ptq import hessian
+
 Array = jax.Array
 
 
@@ -44,25 +46,14 @@ def init(n_in: int) -> NormState:
 def update(state: NormState, x: Array) -> NormState:
   """Adds the rows of `x` [..., in] to the running mean (WrappedGPT.add_batch: the old
   mean rescaled by N_old/N_new, plus Σ x²/N_new)."""
-  n_in = state.sq_norm.shape[0]
-  if x.shape[-1:] != (n_in,):
-    raise ValueError(f"x of shape {x.shape}: expected [..., {n_in}] (the layer's inputs)")
-  rows = x.reshape(-1, n_in).astype(jnp.float32)
-  count = state.count + rows.shape[0]
-  safe = jnp.maximum(count, 1)
+  rows, count, safe = hessian.batch_rows(x, state.sq_norm.shape[0], state.count)
   sq_norm = state.sq_norm * (state.count / safe) + jnp.sum(jnp.square(rows), axis=0) / safe
   return NormState(sq_norm, count)
 
 
 def accumulate(xs: Sequence[Array]) -> NormState:
-  """The state after `update` with each of `xs` (a layer's inputs per calibration batch,
-  each [..., in])."""
-  if not len(xs):
-    raise ValueError("xs is empty: expected the layer's inputs of at least one batch")
-  state = init(xs[0].shape[-1])
-  for x in xs:
-    state = update(state, x)
-  return state
+  """The state after `update` with each of `xs` (each [..., in])."""
+  return hessian.fold(init, update, xs)
 
 
 def from_inputs(x: Array) -> Array:

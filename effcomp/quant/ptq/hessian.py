@@ -15,7 +15,7 @@ of `gptq.gptq_quantize` is the mean squared output error per token, ‖X W − X
 (plus the damping term).
 """
 
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -52,27 +52,39 @@ def update(state: HessianState, x: Array) -> HessianState:
   Returns:
     The new state: H rescaled by N_old/N_new, plus 2/N_new · XᵀX.
   """
-  n_in = state.hessian.shape[0]
-  if x.shape[-1:] != (n_in,):
-    raise ValueError(f"x of shape {x.shape}: expected [..., {n_in}] (the layer's inputs)")
-  rows = x.reshape(-1, n_in).astype(jnp.float32)
-  count = state.count + rows.shape[0]
-  safe = jnp.maximum(count, 1)  # no rows seen yet and an empty batch: H stays 0
+  rows, count, safe = batch_rows(x, state.hessian.shape[0], state.count)
   rows = jnp.sqrt(2.0 / safe) * rows
   hessian = (state.hessian * (state.count / safe)
              + jnp.matmul(rows.T, rows, precision=jax.lax.Precision.HIGHEST))
   return HessianState(hessian, count)
 
 
-def accumulate(xs: Sequence[Array]) -> HessianState:
-  """The state after `update` with each of `xs` (a layer's inputs per calibration batch,
-  each [..., in])."""
+def batch_rows(x: Array, n_in: int, count: Array) -> Tuple[Array, Array, Array]:
+  """A running mean's view of one calibration batch `x` [..., n_in]: its rows as float32
+  [rows, n_in], the new row count, and that count floored at 1 (the divisor: no rows seen
+  yet and an empty batch leave the mean 0). Shared with `effcomp.prune.wanda`."""
+  if x.shape[-1:] != (n_in,):
+    raise ValueError(f"x of shape {x.shape}: expected [..., {n_in}] (the layer's inputs)")
+  rows = x.reshape(-1, n_in).astype(jnp.float32)
+  count = count + rows.shape[0]
+  return rows, count, jnp.maximum(count, 1)
+
+
+def fold(init_fn: Callable[[int], Any], update_fn: Callable[[Any, Array], Any],
+         xs: Sequence[Array]) -> Any:
+  """`init_fn(in)` then `update_fn` with each of `xs` (a layer's inputs per calibration
+  batch, each [..., in]): the state after all of them."""
   if not len(xs):
     raise ValueError("xs is empty: expected the layer's inputs of at least one batch")
-  state = init(xs[0].shape[-1])
+  state = init_fn(xs[0].shape[-1])
   for x in xs:
-    state = update(state, x)
+    state = update_fn(state, x)
   return state
+
+
+def accumulate(xs: Sequence[Array]) -> HessianState:
+  """The state after `update` with each of `xs` (each [..., in])."""
+  return fold(init, update, xs)
 
 
 def from_inputs(x: Array) -> Array:
