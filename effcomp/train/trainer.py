@@ -131,12 +131,11 @@ def _init_from(state: state_lib.TrainState, exp: Experiment, init) -> state_lib.
   """`state` with params (and EMA) and model state restored from `init.workdir`'s newest
   step (its EMA params with `init.ema`); with `init.partial`, the leaves that run lacks
   keep their fresh initialization."""
-  fresh = {"params": state.params, **state.model_state}
   target = {"params": exp.abstract_state.params, **exp.abstract_state.model_state}
   variables = checkpoint_lib.restore_variables(init.workdir, target, ema=init.ema,
                                                missing_ok=init.partial)
   if init.partial:
-    flat = traverse_util.flatten_dict(fresh, sep="/")
+    flat = traverse_util.flatten_dict({"params": state.params, **state.model_state}, sep="/")
     stored = traverse_util.flatten_dict(variables, sep="/")
     logging.info("Fresh (not in %s): %s", init.workdir, sorted(set(flat) - set(stored)))
     variables = traverse_util.unflatten_dict({**flat, **stored}, sep="/")
