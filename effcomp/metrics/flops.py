@@ -162,9 +162,9 @@ def recipe_cost(net: Any, inputs: Sequence[jax.Array], batch_size: int, steps: i
 
 
 def unrolled(model: Any) -> Any:
-  """`model` with its layer scans unrolled (U-DiT's `scan_layers=False`; same parameters):
-  XLA's cost analysis counts a loop body once, whatever its trip count."""
-  return model.clone(scan_layers=False) if isinstance(model, UDiT) else model
+  """`model` with its layer scans unrolled (`scan_layers=False`: U-DiT, DiT-SR; the same
+  parameters): XLA's cost analysis counts a loop body once, whatever its trip count."""
+  return model.clone(scan_layers=False) if hasattr(model, "scan_layers") else model
 
 
 def xla_flops(fn: Callable, *args, **kwargs) -> float:

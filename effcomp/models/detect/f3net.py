@@ -44,6 +44,7 @@ import numpy as np
 
 from effcomp.models.cnn import batch_norm, conv
 from effcomp.nn.dense import dense
+from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
 MODES = ("Original", "FAD", "LFS", "Both", "Mix")
@@ -206,6 +207,6 @@ class F3Net(nn.Module):
         feats["fad"], feats["lfs"] = MixBlock(self.dtype, name=f"mix_{stage}")(
             feats["fad"], feats["lfs"], train)
     pooled = jnp.concatenate([jnp.mean(nn.relu(f), axis=(1, 2)) for f in feats.values()], -1)
-    pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
+    pooled = Dropout(self.dropout, deterministic=not train)(pooled)
     return dense(self.num_classes, "embed", "classes", self.dtype, name="head")(pooled).astype(
         jnp.float32)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from effcomp.models.detect.resnet import RESNET18, RESNET50_LITE, ResNetBackbone, batch_norm, conv
 from effcomp.nn.dense import dense
+from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
 
@@ -107,7 +108,7 @@ class GramNet(nn.Module):
     grams = grams * scale.astype(grams.dtype)
     h = jnp.concatenate([pooled, grams], axis=-1)
     h = nn.relu(dense(self.head_hidden, "embed", "mlp", self.dtype, name="head_hidden")(h))
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    h = Dropout(self.dropout_rate, deterministic=not train)(h)
     logits = dense(self.num_classes, "mlp", "classes", self.dtype, name="head")(h)
     logits = logits.astype(jnp.float32)
     if return_features:

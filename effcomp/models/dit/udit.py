@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guided_output,
                                     label_drop_mask, layer_norm, modulate)
 from effcomp.nn.depthwise_conv import DepthwiseConv, depthwise_conv2d
+from effcomp.nn import layer_scan
 from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import (ATTN_TYPES, DownsampledAttention, conv_inits,
                                               xavier_dense)
@@ -184,8 +185,8 @@ class UDiT(nn.Module):
     downsampler, down_shortcut, attn_type, rope: `DownsampledAttention`.
     ffn: 'rep' | 'dwconv' | 'mlp' (module docstring).
     remat: recompute each layer in the backward pass.
-    scan_layers: run a stage's layers as one `lax.scan` (`_scan_layers`; the parameter
-      tree is the same either way); a bool or one per stage. Default: the three inner
+    scan_layers: run a stage's layers as one `lax.scan` (`effcomp.nn.layer_scan`; the
+      parameter tree is the same either way); a bool or one per stage. Default: the three inner
       stages scanned (U-DiT-S's train step compiles in 33 s instead of 58 s), the two
       full-resolution stages unrolled, where stacking each layer's residuals for the
       backward costs more time than the scan saves (issue 22's profile).
@@ -261,30 +262,13 @@ class UDiT(nn.Module):
     names = [f"{STAGES[s]}_{i}" for i in range(2 * self.depth[s])]
     scan = self.scan_layers if isinstance(self.scan_layers, bool) else self.scan_layers[s]
     if scan and names and not self.is_initializing():
-      x = self._scan_layers(UDiTLayer(*args), names, x, c)
+      x = layer_scan.scan_layers(self, [UDiTLayer(*args)], [[n] for n in names], x, c,
+                                 remat=self.remat)
     else:
       layer_cls = nn.remat(UDiTLayer) if self.remat else UDiTLayer
       for name in names:
         x = layer_cls(*args, name=name)(x, c)
     self.sow("intermediates", STAGES[s], x)
-    return x
-
-  def _scan_layers(self, layer: nn.Module, names: Sequence[str], x: jax.Array,
-                   c: jax.Array) -> jax.Array:
-    """The stage's layers as one `lax.scan` over their parameters stacked on the fly.
-
-    Each layer keeps its own parameter subtree (`encoder1_0`, `encoder1_1`, …: checkpoints,
-    converters and `reparameterize` see the unrolled model), but XLA compiles one layer
-    per stage instead of 2·depth copies: U-DiT-S's train step compiles in a fraction of
-    the time (issue 22). Outputs equal the unrolled layers' (tested).
-    """
-    params = nn.unbox(self.variables["params"])
-    stacked = jax.tree.map(lambda *p: jnp.stack(p), *(params[n] for n in names))
-
-    def body(h, p):
-      return layer.apply({"params": p}, h, c), None
-
-    x, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, x, stacked)
     return x
 
   @nn.compact

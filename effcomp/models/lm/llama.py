@@ -39,6 +39,7 @@ from effcomp.models.lm.multiscale_retention import Retention
 from effcomp.models.lm.projection import INIT_STD, linear, project
 from effcomp.models.lm.rope import apply_rope, rope_angles, rope_angles_2d
 from effcomp.nn import retention
+from effcomp.nn.dropout import Dropout
 from effcomp.quant.binary_linear import BinarizeSpec
 from effcomp.registry import MODELS
 
@@ -170,7 +171,7 @@ class Block(nn.Module):
       attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_theta,
                        self.qkv_bias, self.dtype, self.binarize, self.rope_2d, name="attn")
     y, cache = attn(RMSNorm(self.norm_eps, name="attn_norm")(x), positions, cache, index, progress)
-    drop = nn.Dropout(self.dropout, deterministic=deterministic)
+    drop = Dropout(self.dropout, deterministic=deterministic)
     x = x + drop(y)
     mlp = SwiGLU(self.mlp_dim, self.dtype, self.binarize, name="mlp")
     x = x + drop(mlp(RMSNorm(self.norm_eps, name="mlp_norm")(x), progress))
@@ -329,7 +330,7 @@ class Llama(nn.Module):
     embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
                      embedding_init=nn.with_logical_partitioning(
                          nn.initializers.normal(INIT_STD), ("vocab", "embed")))
-    x = nn.Dropout(self.token_dropout, deterministic=deterministic)(embed(tokens))
+    x = Dropout(self.token_dropout, deterministic=deterministic)(embed(tokens))
     block_cls = nn.remat(Block, static_argnums=(6,)) if self.remat else Block
     new_layers = []
     for i in range(self.num_layers):

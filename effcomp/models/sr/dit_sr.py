@@ -59,7 +59,7 @@ Deviations:
     case); the reference's strided feature extractor for larger LR is not implemented.
 """
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -70,6 +70,8 @@ from effcomp.models.dit.dit import timestep_embedding
 from effcomp.models.sr import swinir
 from effcomp.models.sr.common import conv
 from effcomp.models.sr.swinir import dense, shifted_window_attention
+from effcomp.nn import layer_scan
+from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
 CONDITIONINGS = ("adafm", "adaln", "none")
@@ -190,7 +192,7 @@ class DiTSRBlock(nn.Module):
     shift = ws // 2 if self.shift and side > self.window_size else 0
     if height % ws or width % ws:
       raise ValueError(f"DiTSRBlock: map {height}×{width} is not a multiple of the window {ws}")
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = Dropout(self.dropout, deterministic=not train)
     e = nn.silu(emb)
     if self.conditioning == "adafm":
       p = min(self.fft_patch_size, side)
@@ -226,16 +228,29 @@ class Stage(nn.Module):
   dtype: Any = jnp.float32
   resolution: Optional[int] = None
   window_mask: str = "swin"
+  scan_layers: bool = True
+
+  def block(self, j: int, **kwargs) -> DiTSRBlock:
+    """Block j's module (odd blocks shift their windows)."""
+    return DiTSRBlock(self.num_heads, self.window_size, j % 2 == 1, self.mlp_ratio,
+                      self.conditioning, self.fft_patch_size, self.dropout, self.norm_groups,
+                      self.dtype, self.resolution, self.window_mask, **kwargs)
 
   @nn.compact
   def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
     ch = x.shape[-1]
     h = conv1x1(x, self.embed_dim, self.dtype, "patch_embed")
-    for j in range(self.depth):
-      h = DiTSRBlock(self.num_heads, self.window_size, j % 2 == 1, self.mlp_ratio,
-                     self.conditioning, self.fft_patch_size, self.dropout, self.norm_groups,
-                     self.dtype, self.resolution, self.window_mask,
-                     name=f"blocks_{j}")(h, emb, train)
+    # With `scan_layers`, the blocks run as a scan over (plain, shifted) pairs: one traced
+    # pair per stage instead of `depth` blocks (`effcomp.nn.layer_scan`; DiT-SR's train
+    # step compiles several times faster, issue 22); an odd last block runs unrolled.
+    pairs = self.depth // 2 if self.scan_layers and not self.is_initializing() else 0
+    if pairs > 1:
+      h = layer_scan.scan_layers(self, [self.block(0), self.block(1)],
+                                 [[f"blocks_{2 * i}", f"blocks_{2 * i + 1}"]
+                                  for i in range(pairs)],
+                                 h, emb, train, rng_names=("dropout",))
+    for j in range(2 * pairs if pairs > 1 else 0, self.depth):
+      h = self.block(j, name=f"blocks_{j}")(h, emb, train)
     return conv1x1(h, ch, self.dtype, "patch_unembed")
 
 
@@ -318,6 +333,8 @@ class DiTSR(nn.Module):
       recipe): level l's windows, shifts and FFT patches are the reference's for a side of
       image_size / 2^l at any larger input (module docstring); None: the input's own.
     window_mask: 'swin' (Swin's shifted-window mask) or 'reference' (the reference code's).
+    scan_layers: run each stage's blocks as a scan over (plain, shifted) pairs (`Stage`;
+      the parameter tree is the same either way).
   """
   scale: int = 4
   in_channels: int = 3
@@ -337,13 +354,23 @@ class DiTSR(nn.Module):
   norm_groups: int = 32
   image_size: Optional[int] = None
   window_mask: str = "swin"
+  scan_layers: Union[bool, Tuple[bool, ...]] = True
   dtype: str = "float32"
 
   def stage(self, name: str, depth: int, level: int):
     return Stage(self.swin_embed_dim, depth, self.swin_embed_dim // self.num_head_channels,
                  self.window_size, self.mlp_ratio, self.conditioning, self.fft_patch_size,
                  self.dropout, self.norm_groups, self.dtype, level_side(self, level),
-                 self.window_mask, name=name)
+                 self.window_mask, self.scans(level), name=name)
+
+  def scans(self, level: int) -> bool:
+    """Whether `level`'s stages scan their blocks (`scan_layers`)."""
+    if isinstance(self.scan_layers, bool):
+      return self.scan_layers
+    if len(self.scan_layers) != len(self.channel_mult):
+      raise ValueError(f"scan_layers={self.scan_layers}: expected a bool or one per level "
+                       f"({len(self.channel_mult)})")
+    return bool(self.scan_layers[level])
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, lq: jax.Array, train: bool = False,

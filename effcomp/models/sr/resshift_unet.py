@@ -36,6 +36,7 @@ from effcomp.models.sr.dit_sr import (Stage, TimeEmbedding, check_unet_input, ch
                                       conv1x1, downsample, group_norm, has_stage, level_side,
                                       upsample)
 from effcomp.models.sr.swinir import dense
+from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
 
@@ -54,7 +55,7 @@ class ResBlock(nn.Module):
     mod = dense(2 * self.features, ("embed", "mlp"), jnp.float32, "emb")(nn.silu(emb))
     scale, shift = jnp.split(mod[:, None, None, :], 2, axis=-1)
     h = group_norm(self.norm_groups, dt, "out_norm")(h) * (1 + scale) + shift
-    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h)).astype(dt)
+    h = Dropout(self.dropout, deterministic=not train)(nn.silu(h)).astype(dt)
     h = nn.Conv(self.features, (3, 3), padding="SAME", dtype=dt, name="out_conv",
                 kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, CONV_AXES))(h)
     skip = x if x.shape[-1] == self.features else conv1x1(x, self.features, dt, "skip")

@@ -44,6 +44,7 @@ import numpy as np
 
 from effcomp.models.sr.common import (Upsampler, UpsampleOneStep, check_groups, check_image,
                                       check_scale, conv, denormalize, normalize)
+from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
 UPSAMPLERS = ("pixelshuffledirect", "pixelshuffle")
@@ -191,7 +192,7 @@ class SwinTransformerBlock(nn.Module):
     if height % ws or width % ws or not 0 <= s < ws:
       raise ValueError(f"SwinTransformerBlock: map {height}×{width}, window_size={ws}, "
                        f"shift_size={s}; expected multiples of the window and 0 ≤ shift < window")
-    drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)
+    drop = Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)
     h = shifted_window_attention(layer_norm(self.dtype, "norm1")(x), self.num_heads, ws, s,
                                  self.dtype)
     x = x + drop(h)
