@@ -39,8 +39,8 @@ import jax.numpy as jnp
 
 from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guided_output,
                                     label_drop_mask, layer_norm, modulate)
-from effcomp.nn.depthwise_conv import DepthwiseConv, depthwise_conv2d
 from effcomp.nn import layer_scan
+from effcomp.nn.depthwise_conv import DepthwiseConv, depthwise_conv2d
 from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import (ATTN_TYPES, DownsampledAttention, conv_inits,
                                               xavier_dense)
