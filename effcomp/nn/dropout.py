@@ -15,7 +15,7 @@ The bits equal `jax.random.bits(key, shape)` (the default threefry2x32 key under
 pair (n >> 32, n mod 2³²), the two output words xor-ed) and the mask equals
 `jax.random.bernoulli(key, 1 - rate, shape)`, so `Dropout` computes exactly what
 `nn.Dropout` computes with the same key (tested). Keys of another PRNG implementation, or
-`jax_threefry_partitionable` off, take `nn.Dropout`'s own path.
+`jax_threefry_partitionable` off, draw through `jax.random` itself.
 """
 
 import math
@@ -49,11 +49,14 @@ def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
   return x1, x2
 
 
-def _is_fast_key(key: jax.Array) -> bool:
+def _threefry_words(key: jax.Array) -> Optional[jax.Array]:
+  """The key's two uint32 words when its bits are JAX's partitionable Threefry (a typed
+  threefry2x32 key or a raw uint32[2] one); None for any other key or setting."""
+  if not jax.config.jax_threefry_partitionable:
+    return None
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    impl = str(jax.random.key_impl(key))
-    return "threefry2x32" in impl and jax.config.jax_threefry_partitionable
-  return key.dtype == jnp.uint32 and key.shape == (2,) and jax.config.jax_threefry_partitionable
+    return jax.random.key_data(key) if "threefry2x32" in str(jax.random.key_impl(key)) else None
+  return key if key.dtype == jnp.uint32 and key.shape == (2,) else None
 
 
 def random_bits(key: jax.Array, shape: Sequence[int]) -> jax.Array:
@@ -61,12 +64,11 @@ def random_bits(key: jax.Array, shape: Sequence[int]) -> jax.Array:
   (module docstring); other keys go to `jax.random.bits` itself."""
   shape = tuple(shape)
   size = math.prod(shape)
-  if not _is_fast_key(key) or size >= 2 ** 32 or not shape:
+  words = _threefry_words(key)
+  if words is None or size >= 2 ** 32 or not shape:
     return jax.random.bits(key, shape)
-  data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) \
-      else key
   counts = lax.iota(jnp.uint32, size).reshape(shape)  # n < 2³²: the high words are 0
-  b1, b2 = threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), counts)
+  b1, b2 = threefry2x32(words[0], words[1], jnp.zeros(shape, jnp.uint32), counts)
   return b1 ^ b2
 
 
