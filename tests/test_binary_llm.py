@@ -136,6 +136,7 @@ def teacher(tmp_path_factory, data_dir):
   return workdir, summary["eval"]["perplexity"]
 
 
+@pytest.mark.slow  # end to end, ≈ 30 s: make test-slow (packing alone: tests above)
 def test_binary_student_starts_from_its_teacher_and_exports_losslessly(tmp_path, teacher):
   teacher_dir, teacher_ppl = teacher
   summary = runs.train(_student_config(teacher_dir, 20), str(tmp_path))

@@ -23,8 +23,8 @@ def _model(name="bnn_resnet20", **fields):
 
 
 def _random(model, size=32, seed=0):
-  x = np.zeros((1, size, size, 3), np.float32)
-  leaves, tree = jax.tree.flatten(nn.unbox(model.init(jax.random.key(0), x)))
+  x = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)  # shapes only: no forward pass
+  leaves, tree = jax.tree.flatten(nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x)))
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   return jax.tree.unflatten(tree, [np.abs(jax.random.normal(k, v.shape)) + 0.1 for k, v in
                                    zip(keys, leaves)])

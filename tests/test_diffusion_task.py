@@ -149,6 +149,7 @@ def test_eight_devices_train_diffusion_like_one(tmp_path, data_dir):
   assert len(_losses(one)) == 4
 
 
+@pytest.mark.slow  # end to end, ≈ 30 s: make test-slow (loading: tests/test_vae.py)
 def test_imported_diffusers_autoencoder_is_a_latent_teacher(tmp_path, data_dir):
   """experiments/import_vae.py: a diffusers folder becomes a run a diffusion config uses."""
   del data_dir

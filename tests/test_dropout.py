@@ -43,8 +43,7 @@ def test_dropout_equals_flax_dropout_with_gradients(rate, dims):
     for cls in (nn.Dropout, dropout.Dropout):
       net = _Net(cls, rate, dims)
       f = lambda x: net.apply({}, x, True, rngs={"dropout": key})
-      out, grad = jax.jit(jax.value_and_grad(lambda x: jnp.sum(f(x) ** 2)))(x)
-      outs.append((jax.jit(f)(x), grad))
+      outs.append(jax.jit(lambda x: (f(x), jax.grad(lambda x: jnp.sum(f(x) ** 2))(x)))(x))
       np.testing.assert_array_equal(net.apply({}, x, False), jnp.sin(x) * 2.0)
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-6)

@@ -13,7 +13,7 @@ from effcomp import config as config_lib
 from effcomp import runs
 from effcomp.registry import DEGRADATION_SCORERS
 from effcomp.tasks import onestep_sr
-from effcomp.train import metrics_writer
+from effcomp.train import metrics_writer, run_info
 
 TINY = {"model.model_channels": 8, "model.channel_mult": (1, 2), "model.swin_embed_dim": 16,
         "model.swin_depth": 1, "model.num_head_channels": 8, "model.norm_groups": 4,
@@ -23,13 +23,25 @@ RUN = {"train.batch_size": 4, "train.progress_bar": False, "train.log_every": 1,
        "task.eval_patch": 32, "eval.batch_size": 3}
 
 
+def _teacher_config():
+  return config_lib.load("configs/ditsr_photos.py:steps=2", **{**TINY, **RUN, "task.steps": 4})
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, data_dir):
   """A tiny DiT-SR diffusion_sr run (4 steps of the process) to distill."""
   del data_dir
   workdir = str(tmp_path_factory.mktemp("teacher") / "dit_sr")
-  runs.train(config_lib.load("configs/ditsr_photos.py:steps=2",
-                             **{**TINY, **RUN, "task.steps": 4}), workdir)
+  runs.train(_teacher_config(), workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def teacher_config(tmp_path_factory):
+  """The same teacher's workdir with only its config.json (the config-level tests need no
+  weights; training the teacher takes 40 s)."""
+  workdir = str(tmp_path_factory.mktemp("teacher_config"))
+  run_info.write(workdir, config_lib.to_dict(_teacher_config()), {})
   return workdir
 
 
@@ -91,22 +103,23 @@ def test_each_method_trains_its_terms_and_upscales(tmp_path, teacher, encoder, m
                  {k: v for k, v in run.params.items() if k != "mor"}, master.params)
 
 
-def test_mor_ablations_override_the_size(teacher):
-  assert _config(teacher, "mor_nozero", 1).task.mor_zero == 0
-  assert _config(teacher, "mor_nobalance", 1).task.mor_alpha == 0
-  fixed = _config(teacher, "mor_fixed", 1).task
+def test_mor_ablations_override_the_size(teacher_config):
+  assert _config(teacher_config, "mor_nozero", 1).task.mor_zero == 0
+  assert _config(teacher_config, "mor_nobalance", 1).task.mor_alpha == 0
+  fixed = _config(teacher_config, "mor_fixed", 1).task
   assert fixed.mor_routing == "fixed" and fixed.mor_zero == 4 and fixed.adapter == "mor"
-  paper = config_lib.load(f"configs/onestep_sr.py:method=mor,size=paper,teacher={teacher}").task
+  paper = config_lib.load(
+      f"configs/onestep_sr.py:method=mor,size=paper,teacher={teacher_config}").task
   assert (paper.mor_shared, paper.mor_routed, paper.mor_top_k) == (8, 32, 8)
 
 
-def test_config_errors_name_the_field(tmp_path, teacher):
+def test_config_errors_name_the_field(tmp_path, teacher_config):
   with pytest.raises(ValueError, match="kappa"):
-    runs.setup(_config(teacher, "regress", 1, **{"task.kappa": 1.0}))
+    runs.setup(_config(teacher_config, "regress", 1, **{"task.kappa": 1.0}))
   with pytest.raises(ValueError, match="hsd_target"):
-    runs.setup(_config(teacher, "tadsr", 1, **{"task.hsd_target": "noise"}))
+    runs.setup(_config(teacher_config, "tadsr", 1, **{"task.hsd_target": "noise"}))
   with pytest.raises(ValueError, match="method"):
-    _config(teacher, "sinsr", 1)
+    _config(teacher_config, "sinsr", 1)
   with pytest.raises(FileNotFoundError, match="config.json"):
     _config(str(tmp_path / "nothing"), "regress", 1)
 
