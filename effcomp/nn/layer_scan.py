@@ -16,7 +16,7 @@ streams (dropout) are split per step from the parent's, so they differ from the
 unrolled model's draws but have the same distribution.
 """
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -25,7 +25,8 @@ import jax.numpy as jnp
 
 def scan_layers(parent: nn.Module, group: Sequence[nn.Module],
                 names: Sequence[Sequence[str]], x: jax.Array, *args: Any,
-                rng_names: Tuple[str, ...] = (), remat: bool = False) -> jax.Array:
+                rng_names: Tuple[str, ...] = (), remat: bool = False,
+                policy: Optional[Callable[..., bool]] = None) -> jax.Array:
   """x through the parent's layers `names[i][j]`, step i applying `group[j]` (an unbound
   module of the layer's configuration) with parameters `parent.variables['params'][
   names[i][j]]`, as x = layer(x, *args).
@@ -33,7 +34,8 @@ def scan_layers(parent: nn.Module, group: Sequence[nn.Module],
   Called from the parent's compact `__call__` after its parameters exist (not while
   initializing: create them unrolled). `rng_names`: random streams the layers draw from
   (e.g. 'dropout'), each split per step from the parent's where it has one. `remat`:
-  recompute each step in the backward pass.
+  recompute each step in the backward pass, keeping only what `policy` (a
+  `jax.checkpoint_policies` policy; None: nothing) names as saveable.
   """
   if not names or any(len(step) != len(group) for step in names):
     raise ValueError(f"names={names}: expected a non-empty list of steps of {len(group)} "
@@ -51,5 +53,5 @@ def scan_layers(parent: nn.Module, group: Sequence[nn.Module],
                       rngs={r: key[j] for r, key in k.items()})
     return h, None
 
-  x, _ = jax.lax.scan(jax.checkpoint(body) if remat else body, x, (stacked, keys))
+  x, _ = jax.lax.scan(jax.checkpoint(body, policy=policy) if remat else body, x, (stacked, keys))
   return x
