@@ -1,4 +1,5 @@
-"""effcomp.hugepages: when an entry point re-executes itself with glibc's huge-page tunable."""
+"""effcomp.hugepages: when an entry point re-executes itself with glibc's huge-page tunable
+and tcmalloc preloaded."""
 
 import os
 import subprocess
@@ -24,6 +25,20 @@ def test_environ_adds_the_tunable_only_where_it_helps():
   assert hugepages.hugepage_environ({"EFFCOMP_HUGEPAGES": "0"}, "madvise", True) is None
 
 
+def test_environ_preloads_tcmalloc_once_and_keeps_other_preloads(tmp_path):
+  lib = "/opt/lib/libtcmalloc_minimal.so.4"
+  assert hugepages.hugepage_environ({}, "never", True, lib) == {"LD_PRELOAD": lib}
+  both = hugepages.hugepage_environ({"LD_PRELOAD": "/x/libother.so"}, "madvise", True, lib)
+  assert both == {"LD_PRELOAD": f"{lib} /x/libother.so", "GLIBC_TUNABLES": hugepages.TUNABLE}
+  assert hugepages.hugepage_environ(both, "madvise", True, lib) is None  # the re-executed run
+  assert hugepages.hugepage_environ({"EFFCOMP_HUGEPAGES": "0"}, "never", True, lib) is None
+  fake = tmp_path / "libtcmalloc_custom.so"
+  fake.write_bytes(b"")
+  assert hugepages.find_tcmalloc({"EFFCOMP_TCMALLOC": str(fake)}) == str(fake)
+  found = hugepages.find_tcmalloc({"EFFCOMP_TCMALLOC": str(tmp_path / "missing.so")})
+  assert found is None or found.endswith(hugepages.TCMALLOC)
+
+
 def test_reexec_runs_the_program_again_with_the_tunable(tmp_path):
   script = tmp_path / "program.py"
   script.write_text(textwrap.dedent(f"""
@@ -33,13 +48,18 @@ def test_reexec_runs_the_program_again_with_the_tunable(tmp_path):
       from effcomp import hugepages
       hugepages.reexec_with_hugepages()
       print("tunables", os.environ.get("GLIBC_TUNABLES", ""))
+      print("preload", os.environ.get("LD_PRELOAD", ""))
   """))
-  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "EFFCOMP_HUGEPAGES")}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", "EFFCOMP_HUGEPAGES", "LD_PRELOAD")}
   out = subprocess.run([sys.executable, str(script), "--flag=1"], env=env, capture_output=True,
                        text=True, check=True).stdout.splitlines()
   wanted = hugepages.hugepage_environ(env, hugepages._thp_mode(),
-                                      hugepages._glibc_supports_hugetlb())
+                                      hugepages._glibc_supports_hugetlb(),
+                                      hugepages.find_tcmalloc(env))
   if wanted is None:  # nothing to gain on this machine: no second start
-    assert out == ["start ['--flag=1']", "tunables "]
-  else:  # started twice, with its arguments, the second time with the tunable
-    assert out == ["start ['--flag=1']", "start ['--flag=1']", f"tunables {wanted['GLIBC_TUNABLES']}"]
+    assert out == ["start ['--flag=1']", "tunables ", "preload "]
+  else:  # started twice, with its arguments, the second time with the tunable / preload
+    assert out == ["start ['--flag=1']", "start ['--flag=1']",
+                   f"tunables {wanted.get('GLIBC_TUNABLES', '')}",
+                   f"preload {wanted.get('LD_PRELOAD', '')}"]
