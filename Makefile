@@ -53,10 +53,10 @@ demo: $(STAMP)
 	$(PY) experiments/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m slow --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow --durations=15 tests
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/trainer.py

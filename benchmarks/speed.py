@@ -8,7 +8,9 @@ down; U-DiT-S measured 6.3 s interleaved in one process vs 4.7 s alone). The par
 alternates them, `--calls` calls of one then `--calls` of the other, for `--rounds`
 rounds, with a pause between, so that machine noise falls on both; each number is the
 median over all timed calls, after each side's first call (timed: for effcomp that is
-tracing + XLA compilation) and one warm-up call.
+tracing + XLA compilation) and one warm-up call. Both workers inherit the parent's process
+set-up (`effcomp/hugepages.py`: glibc's huge-page tunable, and tcmalloc preloaded where it
+is installed, `make tcmalloc`), so the allocator is the same on both sides.
 
 Training rows (one optimizer step, effcomp / PyTorch seconds; the goal is ≤ 0.8):
   DiT-S/2, U-DiT-S: the official models (facebookresearch/DiT, YuchuanTian/U-DiT) and

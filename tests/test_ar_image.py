@@ -185,7 +185,6 @@ def test_loss_is_cross_entropy_on_image_tokens_only(monkeypatch, vf):
         ArraySource({"image": np.zeros(12)}), ArraySource({"image": np.zeros(6)}))
 
 
-@pytest.mark.xdist_group("vq_digits")  # one worker trains the shared tokenizer
 def test_tokenize_train_and_sample_a_grid(tmp_path, vq_digits):
   vq = vq_digits[0]
   workdir = str(tmp_path / "ar")
@@ -218,7 +217,6 @@ def test_tokenize_train_and_sample_a_grid(tmp_path, vq_digits):
     runs.build_task(config_lib.load("configs/ar_image.py:tokenizer=nowhere"))
 
 
-@pytest.mark.xdist_group("vq_digits")  # one worker trains the shared tokenizer
 @pytest.mark.slow  # 8 devices: make test-slow
 def test_eight_device_step_equals_one_device(tmp_path, vq_digits):
   vq = vq_digits[0]

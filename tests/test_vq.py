@@ -193,7 +193,6 @@ def test_model_api_shapes_names_and_errors():
     VQModel(**{**TINY, "norm_num_groups": 3}).init(jax.random.key(0), x)
 
 
-@pytest.mark.xdist_group("vq_digits")  # one worker trains the shared tokenizer
 def test_vq_task_trains_and_reports_codebook_usage(vq_digits):
   workdir, summary = vq_digits
   ev = summary["eval"]
