@@ -40,8 +40,8 @@ hw-tools:
 # where present (effcomp/hugepages.py: XLA's per-step buffers reuse freed pages): installed
 # with apt-get where it is missing and this is root; elsewhere a note (glibc's malloc is used).
 tcmalloc:
-	@if ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib*/libtcmalloc_minimal.so.4 2>/dev/null | grep -q .; then \
-	  echo "tcmalloc: libtcmalloc_minimal.so.4 is installed"; \
+	@if $(PYTHON) -c 'import os, sys; from effcomp import hugepages; sys.exit(hugepages.find_tcmalloc(os.environ) is None)'; then \
+	  echo "tcmalloc: libtcmalloc_minimal.so.4 is installed (found where entry points look)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libtcmalloc-minimal4; \
 	else \
