@@ -100,6 +100,26 @@ def test_adabin_activation_gradients():
   np.testing.assert_allclose(dx, np.asarray(g) * 1.5 * dsign, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("form", binary.ADABIN_ACT_FORMS)
+def test_adabin_activation_equals_its_approx_sign_composition(form):
+  """The fused backward gives autodiff's gradients of the activation written with
+  `estimators.approx_sign` (the module docstring's forms)."""
+  def composed(x, a, b):
+    if form == "paper":
+      return a * estimators.approx_sign(x - b) + b
+    return a * (estimators.approx_sign((x - b) / a) + b)
+
+  x = jnp.asarray(RNG.normal(size=(4, 6, 6, 5)) * 1.5, jnp.float32)
+  g = jnp.asarray(RNG.normal(size=x.shape), jnp.float32)
+  for a, b in ((1.0, 0.0), (0.7, 0.3), (1.8, -0.4)):
+    a, b = jnp.float32(a), jnp.float32(b)
+    np.testing.assert_array_equal(binary.adabin_activation(x, a, b, form), composed(x, a, b))
+    want = jax.grad(lambda *p: jnp.sum(g * composed(*p)), (0, 1, 2))(x, a, b)
+    got = jax.grad(lambda *p: jnp.sum(g * binary.adabin_activation(*p, form)), (0, 1, 2))(x, a, b)
+    for w, o in zip(want, got):
+      np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-5)
+
+
 def test_reactnet_rsign_threshold_is_learnable_per_channel():
   layer = binary.ActivationBinarizer("reactnet")
   x = jnp.asarray(RNG.normal(size=(6, 3)), jnp.float32)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src.ad_checkpoint import saved_residuals
 
 from effcomp.nn import dropout
 
@@ -57,3 +58,15 @@ def test_other_prng_keys_take_jax_random():
   np.testing.assert_array_equal(dropout.random_bits(key, (5, 6)), jax.random.bits(key, (5, 6)))
   np.testing.assert_array_equal(dropout.bernoulli(key, 0.7, (5, 6)),
                                 jax.random.bernoulli(key, 0.7, (5, 6)))
+
+
+def test_backward_keeps_the_mask_alone():
+  x = jax.random.normal(jax.random.key(0), (4, 6, 8, 10))
+
+  def residuals(cls):
+    drop = lambda v: cls(0.1, deterministic=False).apply({}, v, rngs={"dropout": jax.random.key(1)})
+    f = lambda v: jnp.sum(drop(v))
+    return [aval.dtype for aval, _ in saved_residuals(f, x) if aval.shape == x.shape]
+
+  assert residuals(nn.Dropout) == [jnp.bool_, jnp.float32]  # the mask and a float zeros
+  assert residuals(dropout.Dropout) == [jnp.bool_]

@@ -16,8 +16,12 @@ pair (n >> 32, n mod 2³²), the two output words xor-ed) and the mask equals
 `jax.random.bernoulli(key, 1 - rate, shape)`, so `Dropout` computes exactly what
 `nn.Dropout` computes with the same key (tested). Keys of another PRNG implementation, or
 `jax_threefry_partitionable` off, draw through `jax.random` itself.
+
+The backward pass keeps the boolean mask alone (`keep`): autodiff of Flax's `lax.select`
+also keeps a float zeros tensor of the input's shape for every dropout in the step.
 """
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -103,4 +107,24 @@ class Dropout(nn.Module):
     for dim in self.broadcast_dims:
       shape[dim] = 1
     mask = jnp.broadcast_to(bernoulli(rng, keep_prob, shape), inputs.shape)
-    return lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+    return keep(inputs, mask, keep_prob)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def keep(x: jax.Array, mask: jax.Array, keep_prob: float) -> jax.Array:
+  """x / keep_prob where the boolean `mask` is set, 0 elsewhere (Flax's `lax.select`).
+
+  The backward keeps only the mask (1 byte an element): autodiff of the select also keeps
+  a float zeros tensor of x's shape, 4 bytes an element, for each dropout of the step."""
+  return lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+
+
+def _keep_fwd(x, mask, keep_prob):
+  return keep(x, mask, keep_prob), mask
+
+
+def _keep_bwd(keep_prob, mask, g):
+  return lax.select(mask, g / keep_prob, jnp.zeros_like(g)), None
+
+
+keep.defvjp(_keep_fwd, _keep_bwd)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from effcomp.models.dit.dit import (LabelEmbedder, TimestepEmbedder, adaln, guided_output,
                                     label_drop_mask, layer_norm, modulate)
-from effcomp.nn import layer_scan
+from effcomp.nn import layer_scan, lean_backward
 from effcomp.nn.depthwise_conv import DepthwiseConv, depthwise_conv2d
 from effcomp.nn.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from effcomp.nn.downsampled_attention import (ATTN_TYPES, DownsampledAttention, conv_inits,
@@ -80,16 +80,16 @@ class FeedForward(nn.Module):
     c, hid = x.shape[-1], self.hidden
     dense = lambda n, axes, name: xavier_dense(n, axes, self.dtype, name)
     if self.kind == "mlp":
-      h = nn.gelu(dense(hid, ("embed", "mlp"), "fc1")(x), approximate=True)
+      h = lean_backward.gelu(dense(hid, ("embed", "mlp"), "fc1")(x), approximate=True)
       return dense(c, ("mlp", "embed"), "fc2")(h)
     if self.kind == "dwconv":
-      h = nn.gelu(dense(hid, ("embed", "mlp"), "project_in")(x), approximate=False)
+      h = lean_backward.gelu(dense(hid, ("embed", "mlp"), "project_in")(x), approximate=False)
       h = conv(hid, 5, self.dtype, "dwconv", depthwise=True)(h)
       return dense(c, ("mlp", "embed"), "project_out")(h)
     if self.kind != "rep":
       raise ValueError(f"ffn={self.kind!r}: expected one of {FFN_TYPES}")
     h = dense(hid // 2, ("embed", "mlp"), "project_in_0")(x)
-    h = nn.gelu(dense(hid, ("mlp", "mlp"), "project_in_1")(h), approximate=False)
+    h = lean_backward.gelu(dense(hid, ("mlp", "mlp"), "project_in_1")(h), approximate=False)
     # h + Σ_k DWConv_k(h) run as the one depthwise 5×5 it equals (the branches' kernels
     # and the identity folded each step, so the gradients reach every branch): a third of
     # the convolution work of running the branches, the same function.

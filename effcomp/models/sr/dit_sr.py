@@ -70,7 +70,7 @@ from effcomp.models.dit.dit import timestep_embedding
 from effcomp.models.sr import swinir
 from effcomp.models.sr.common import conv
 from effcomp.models.sr.swinir import dense, shifted_window_attention
-from effcomp.nn import layer_scan
+from effcomp.nn import layer_scan, lean_backward
 from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
@@ -209,8 +209,8 @@ class DiTSRBlock(nn.Module):
     h = modulate(group_norm(self.norm_groups, self.dtype, "norm1")(x), 0).astype(self.dtype)
     x = x + drop(window_attention(h, self.num_heads, ws, shift, self.window_mask, self.dtype))
     h = modulate(group_norm(self.norm_groups, self.dtype, "norm2")(x), 1).astype(self.dtype)
-    h = drop(nn.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h),
-                     approximate=False))
+    h = drop(lean_backward.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype,
+                                      "fc1")(h), approximate=False))
     return x + drop(dense(c, ("mlp", "embed"), self.dtype, "fc2")(h))
 
 

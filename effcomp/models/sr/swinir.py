@@ -44,6 +44,7 @@ import numpy as np
 
 from effcomp.models.sr.common import (Upsampler, UpsampleOneStep, check_groups, check_image,
                                       check_scale, conv, denormalize, normalize)
+from effcomp.nn import lean_backward
 from effcomp.nn.dropout import Dropout
 from effcomp.registry import MODELS
 
@@ -152,7 +153,7 @@ class WindowAttention(nn.Module):
       nw = mask.shape[0]
       logits = logits.reshape(bw // nw, nw, h, n, n) + mask[None, :, None]
       logits = logits.reshape(bw, h, n, n)
-    attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    attn = lean_backward.softmax(logits).astype(self.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(bw, n, c)
     return dense(c, ("heads", "embed"), self.dtype, "proj")(out)
 
@@ -197,8 +198,8 @@ class SwinTransformerBlock(nn.Module):
                                  self.dtype)
     x = x + drop(h)
     h = layer_norm(self.dtype, "norm2")(x)
-    h = nn.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype, "fc1")(h),
-                approximate=False)
+    h = lean_backward.gelu(dense(int(c * self.mlp_ratio), ("embed", "mlp"), self.dtype,
+                                 "fc1")(h), approximate=False)
     h = dense(c, ("mlp", "embed"), self.dtype, "fc2")(h)
     return x + drop(h)
 
