@@ -64,6 +64,7 @@ def train_steps(official: torch.nn.Module, model, variables, batch: int = 128
                               mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new
 
+  @ic.as_the_trainer_compiles
   @functools.partial(jax.jit, donate_argnums=(0, 1, 2))  # as the trainer's step
   def step(params, stats, opt_state, images, labels):
     (_, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, images, labels)

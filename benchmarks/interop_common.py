@@ -26,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from effcomp.metrics import flops
+from effcomp.train import steps
 
 THREADS = 2  # PyTorch threads: the 2 cores of this machine (XLA uses them all as well)
 STD = 0.02  # random weights: normal(0, STD) everywhere, so zero-initialized layers count
@@ -103,6 +104,18 @@ def effcomp_gmacs(fn: Callable, *args: Any) -> float:
   return flops.jaxpr_macs(fn, *args) / 1e9
 
 
+def as_the_trainer_compiles(step: Callable) -> Callable:
+  """The jitted `step`, compiled ahead of its first call as the trainer compiles its train
+  step (`effcomp.train.steps.compile_ahead`: the compiler's freed memory handed back)."""
+  compiled = []
+
+  def call(*args):
+    if not compiled:
+      compiled.append(steps.compile_ahead(step, *args))
+    return step(*args)
+  return call
+
+
 def adamw_mse_steps(official: torch.nn.Module, model: nn.Module, variables: Any,
                     inputs: Sequence[np.ndarray], out_channels: int
                     ) -> Dict[str, Callable[[], None]]:
@@ -114,6 +127,7 @@ def adamw_mse_steps(official: torch.nn.Module, model: nn.Module, variables: Any,
       size=(*inputs[0].shape[:-1], out_channels)).astype(np.float32)
   tx = optax.adamw(1e-4, weight_decay=0.0)
 
+  @as_the_trainer_compiles
   @functools.partial(jax.jit, donate_argnums=(0, 1))  # as the trainer's step
   def step(params, opt_state, key, args, target):
     def loss(p):

@@ -1,4 +1,5 @@
-"""Huge pages and tcmalloc for XLA's per-step buffers on Linux CPUs (entry points only).
+"""Huge pages and tcmalloc for XLA's per-step buffers on Linux CPUs (entry points only),
+and freed memory handed back to the OS after compiling (`release_free_memory`).
 
 XLA's CPU runtime allocates each step's temporaries afresh (U-DiT-S's train step: 3.2 GiB)
 with glibc's malloc, which maps blocks that large with mmap and unmaps them when freed, so
@@ -24,6 +25,7 @@ Not done in a library import (a notebook kernel or a test runner must not re-exe
 not when `EFFCOMP_HUGEPAGES=0`; `make` exports the tunable for everything it runs.
 """
 
+import ctypes
 import os
 import platform
 import sys
@@ -90,3 +92,24 @@ def reexec_with_hugepages() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, environ)
+
+
+def release_free_memory() -> Optional[str]:
+  """Hands the allocator's free memory back to the OS; the allocator's call that did it
+  (tcmalloc's `MallocExtension_ReleaseFreeMemory` where tcmalloc is preloaded, else
+  glibc's `malloc_trim`), or None where neither exists (not Linux).
+
+  XLA's compiler frees gigabytes when it finishes, but the allocator keeps them, and the
+  step's temporaries (one large block) then come on top: U-DiT-S's train step peaked at
+  5.9 GiB of resident memory on 2 cores, 4.4 GiB with this called between compiling the
+  step and running it (`effcomp.train.steps.compile_ahead`).
+  """
+  if not sys.platform.startswith("linux"):
+    return None
+  process = ctypes.CDLL(None)  # the symbols of this process, preloaded libraries first
+  for name, args in (("MallocExtension_ReleaseFreeMemory", ()), ("malloc_trim", (0,))):
+    call = getattr(process, name, None)
+    if call is not None:
+      call(*args)
+      return name
+  return None

@@ -80,3 +80,17 @@ def test_distillation_loss_is_zero_for_identical_logits_and_positive_otherwise()
   logits = jnp.array([[1.0, 2.0, -1.0]])
   assert abs(float(classification.distillation_loss(logits, logits, 4.0))) < 1e-6
   assert float(classification.distillation_loss(logits, -logits, 4.0)) > 0.1
+
+
+def test_compile_ahead_leaves_the_first_call_nothing_to_compile():
+  task, tx, state, batch = _setup()
+  step = jax.jit(steps.make_train_step(task, tx))
+  assert steps.compile_ahead(step, state, batch) > 0
+  events = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda name, secs, **kw: events.append(name))
+  try:
+    jax.block_until_ready(step(state, batch))
+  finally:
+    jax.monitoring.clear_event_listeners()
+  assert not [e for e in events if "compile" in e], events

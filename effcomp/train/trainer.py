@@ -261,6 +261,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     with preemption.PreemptionGuard() as guard:
       while step < c.train.steps:
         batch = sharding_lib.global_batch(next(train_iter), exp.mesh)
+        if step == start_step:
+          seconds = steps_lib.compile_ahead(exp.train_step, state, batch, exp.teacher_variables)
+          logging.info("compiled the train step in %.1f s", seconds)
         state, metrics = exp.train_step(state, batch, exp.teacher_variables)
         drain()
         step += 1
