@@ -87,10 +87,10 @@ def test_compile_ahead_leaves_the_first_call_nothing_to_compile():
   step = jax.jit(steps.make_train_step(task, tx))
   assert steps.compile_ahead(step, state, batch) > 0
   events = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda name, secs, **kw: events.append(name))
+  listen = lambda name, secs, **kw: events.append(name)
+  jax.monitoring.register_event_duration_secs_listener(listen)
   try:
     jax.block_until_ready(step(state, batch))
   finally:
-    jax.monitoring.clear_event_listeners()
+    jax.monitoring.unregister_event_duration_listener(listen)
   assert not [e for e in events if "compile" in e], events

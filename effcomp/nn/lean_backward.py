@@ -16,7 +16,7 @@ for its window softmax (issue 22).
   its input and the per-group mean and reciprocal deviation; Flax's autodiff keeps two
   tensors of the input's size (x − μ and its square) besides.
 
-Both compute exactly the functions and gradients they replace (tests).
+All three compute the functions and gradients they replace (tests).
 """
 
 import functools
