@@ -124,7 +124,7 @@ def _keep_fwd(x, mask, keep_prob):
 
 
 def _keep_bwd(keep_prob, mask, g):
-  return lax.select(mask, g / keep_prob, jnp.zeros_like(g)), None
+  return keep(g, mask, keep_prob), None  # a masked scaling is its own transpose
 
 
 keep.defvjp(_keep_fwd, _keep_bwd)

@@ -153,7 +153,7 @@ def _adabin_activation_bwd(form, residuals, g):
   u, alpha, beta = residuals
   uf, gf = u.astype(jnp.float32), g.astype(jnp.float32)
   a, b = alpha.astype(jnp.float32), beta.astype(jnp.float32)
-  d = jnp.maximum(2.0 - 2.0 * jnp.abs(uf), 0.0)
+  d = estimators.approx_sign_derivative(uf)
   s = jnp.where(uf >= 0, 1.0, -1.0)
   if form == "official":
     dx, dbeta, dalpha = gf * d, gf * (a - d), gf * (s - uf * d + b)
