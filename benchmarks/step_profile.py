@@ -29,6 +29,7 @@ _INSTR = re.compile(r"^\s*(ROOT )?%([\w.\-]+) = .*? ([\w\-]+)\(")
 _NAME = re.compile(r'op_name="([^"]*)"')
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 # Path components that name a JAX transformation or control flow, not a module.
+DENSE, OTHER = "(all matmuls and convolutions)", "(all other ops)"
 _TRANSFORMS = {"closed_call", "body", "checkpoint", "remat", "rematted_computation", "while",
                "cond", "scan", "pjit", "custom_jvp_call", "custom_vjp_call", "branch"}
 
@@ -89,12 +90,16 @@ def group_of(op_name: str) -> str:
   return f"{stage} · {modules[-1] if modules else '-'} · {primitive}"
 
 
-def _aggregate(totals: Dict[str, float], steps: int, top: int) -> List[Dict[str, float]]:
+def _aggregate(totals: Dict[str, float], steps: int, top: int,
+               is_dense: Callable[[str], bool]) -> List[Dict[str, float]]:
+  """The `top` groups, then all matmuls and convolutions (`is_dense` of a group's name), all
+  other ops, and everything, in ms per step and shares of the step."""
   everything = sum(totals.values())
-  rows = [{"op group": name, "ms per step": us / steps / 1e3, "share": us / everything}
-          for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
-  rows.append({"op group": "(all)", "ms per step": everything / steps / 1e3, "share": 1.0})
-  return rows
+  dense = sum(us for name, us in totals.items() if is_dense(name))
+  row = lambda name, us: {"op group": name, "ms per step": us / steps / 1e3,
+                          "share": us / everything}
+  return ([row(name, us) for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
+          + [row(DENSE, dense), row(OTHER, everything - dense), row("(all)", everything)])
 
 
 def jax_profile(fn: Callable[[], None], steps: int = 2, top: int = 12) -> List[Dict[str, float]]:
@@ -116,7 +121,8 @@ def jax_profile(fn: Callable[[], None], steps: int = 2, top: int = 12) -> List[D
     if e.get("ph") == "X" and "hlo_op" in args:
       op_name = names.get(args.get("hlo_module", ""), {}).get(args["hlo_op"], "?/?")
       totals[group_of(op_name)] += e["dur"]
-  return _aggregate(totals, steps, top)
+  return _aggregate(totals, steps, top, lambda group: group.rsplit(" · ", 1)[-1] in (
+      "dot_general", "conv_general_dilated", "convolution"))
 
 
 def torch_profile(fn: Callable[[], None], steps: int = 2, top: int = 12
@@ -126,4 +132,4 @@ def torch_profile(fn: Callable[[], None], steps: int = 2, top: int = 12
     for _ in range(steps):
       fn()
   totals = {a.key: a.self_cpu_time_total for a in prof.key_averages()}
-  return _aggregate(totals, steps, top)
+  return _aggregate(totals, steps, top, lambda op: "mm" in op or "conv" in op)
