@@ -169,7 +169,11 @@ def worker(case: str, side: str, root: str) -> None:
     compilation_cache.enable()  # the folder the parent names (as an entry point does)
   fn = build(case, root)[side]
   compile_s = []
-  listen = lambda event, seconds, **_: compile_s.append(seconds) if event in COMPILE_EVENTS else 0
+
+  def listen(event: str, seconds: float, **_) -> None:
+    if event in COMPILE_EVENTS:
+      compile_s.append(seconds)
+
   jax.monitoring.register_event_duration_secs_listener(listen)
   start = time.perf_counter()
   fn()
