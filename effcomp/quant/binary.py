@@ -144,7 +144,7 @@ def adabin_activation(x: jax.Array, alpha: jax.Array, beta: jax.Array, form: str
 def _adabin_activation_fwd(x, alpha, beta, form):
   a, b = alpha.astype(x.dtype), beta.astype(x.dtype)
   u = (x - b) / a if form == "official" else x - b
-  s = jnp.where(u >= 0, 1, -1).astype(x.dtype)
+  s = estimators.sign(u)
   y = a * (s + b) if form == "official" else a * s + b
   return y, (u, alpha, beta)
 
@@ -154,7 +154,7 @@ def _adabin_activation_bwd(form, residuals, g):
   uf, gf = u.astype(jnp.float32), g.astype(jnp.float32)
   a, b = alpha.astype(jnp.float32), beta.astype(jnp.float32)
   d = estimators.approx_sign_derivative(uf)
-  s = jnp.where(uf >= 0, 1.0, -1.0)
+  s = estimators.sign(uf)
   if form == "official":
     dx, dbeta, dalpha = gf * d, gf * (a - d), gf * (s - uf * d + b)
   else:

@@ -23,7 +23,8 @@ _F32 = jnp.float32
 _TINY_T = 1e-6
 
 
-def _sign(x: Array) -> Array:
+def sign(x: Array) -> Array:
+  """±1 in x's dtype, sign(0) = +1: the sign estimators' forward (no gradient of its own)."""
   return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
@@ -38,10 +39,10 @@ def _sign_with_grad(surrogate: Callable[[Array], Array]) -> Callable[[Array], Ar
 
   @jax.custom_vjp
   def estimator(x):
-    return _sign(x)
+    return sign(x)
 
   def fwd(x):
-    return _sign(x), x
+    return sign(x), x
 
   def bwd(x, g):
     return ((g.astype(_F32) * surrogate(x.astype(_F32))).astype(x.dtype),)
@@ -94,11 +95,11 @@ def approx_sign(x: Array) -> Array:
 
 @jax.custom_vjp
 def _ede(x, t, k):
-  return _sign(x)
+  return sign(x)
 
 
 def _ede_fwd(x, t, k):
-  return _sign(x), (x, t, k)
+  return sign(x), (x, t, k)
 
 
 def _ede_bwd(res, g):
